@@ -1,0 +1,17 @@
+"""corporation: systems of independent neural networks that learn together through Decoupled Neural
+Interfaces (Jaderberg et al. 2017): messages forward, synthetic gradients and synthetic inputs back,
+every network on its own clock.
+
+Quick use::
+
+    from corporation import load, Engine
+    engine = Engine(load("scenarios/ff_digits.yaml"))
+    engine.run()
+"""
+from . import interfaces, models, tasks  # noqa: F401  (register the built-in kinds)
+from .engine import Engine
+from .errors import CorporationError, DataError, ScenarioError
+from .scenario import dump, from_dict, load
+
+__version__ = "0.1.0"
+__all__ = ["CorporationError", "DataError", "Engine", "ScenarioError", "dump", "from_dict", "load"]

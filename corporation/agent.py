@@ -1,0 +1,190 @@
+"""An agent: one network with its own parameters, optimizer, clock, random stream and (for RNNs) state.
+
+The agent only sees its links. It picks the oldest batch id whose inputs are all there (a ``hold`` edge
+or a synthetic input never blocks), runs its body, posts messages, and for each outgoing ``dni`` edge asks
+M for g_hat. What it must backpropagate waits in ``losses``/``grads`` until its locked component updates
+(see :mod:`corporation.engine`); ``leaves`` are its detached ``dni`` inputs, whose gradients become the
+targets of the senders' M.
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from .messages import Link, Message
+from .optim import lr_at, make_optimizer, set_lr
+from .spec import TASK_PREFIX, AgentSpec
+
+
+class World(Protocol):
+    """What an agent may ask of the engine."""
+
+    def context(self, source: str, batch_id: int, receiver: str) -> torch.Tensor: ...
+
+    def has_context(self, source: str, batch_id: int, receiver: str) -> bool: ...
+
+    def live_ids(self, after: int) -> list[int]: ...
+
+    def score(self, port: str, batch_id: int, output: torch.Tensor) -> torch.Tensor | None: ...
+
+    def send(self, link: Link, msg: Message, tick: int) -> None: ...
+
+
+def tree_detach(state: Any) -> Any:
+    if isinstance(state, torch.Tensor):
+        return state.detach()
+    if isinstance(state, (tuple, list)):
+        return type(state)(tree_detach(s) for s in state)
+    return state
+
+
+class Agent:
+    def __init__(self, name: str, spec: AgentSpec, body: nn.Module, heads: nn.ModuleDict,
+                 in_links: list[Link], out_links: list[Link], generator: torch.Generator):
+        self.name = name
+        self.spec = spec
+        self.body = body
+        self.heads = heads
+        self.in_links = in_links
+        self.out_links = out_links
+        self.generator = generator
+        self.recurrent = bool(getattr(body, "recurrent", False))
+        params = [*body.parameters(), *heads.parameters()]
+        self.optimizer = make_optimizer(spec.optimizer, params) if params else None
+        self.state: Any = None
+        self.eval_state: Any = None
+        self.last_id = -1
+        self.acted = 0  # own ticks since the last update
+        self.due = False
+        self.losses: list[torch.Tensor] = []
+        self.grads: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.leaves: list[tuple[Link, int, torch.Tensor]] = []
+        self.counts = {"acted": 0, "updates": 0, "skipped": 0, "idle": 0, "synthetic_inputs": 0}
+
+    # ----- picking what to process -------------------------------------------------------------------
+    def _si_ready(self, link: Link, batch_id: int, world: World) -> bool:
+        return link.si is not None and world.has_context(link.spec.interface.synthetic_input.context,
+                                                         batch_id, self.name)
+
+    def pick(self, world: World) -> int | None:
+        """The oldest unprocessed batch id whose every blocking input is available, else None."""
+        blocking = [link for link in self.in_links if not link.spec.hold]
+        holds = [link for link in self.in_links if link.spec.hold]
+        if any(link.newest is None and link.si is None for link in holds):
+            return None
+        if not blocking:
+            ids = [link.newest.batch_id for link in holds if link.newest is not None]
+            if ids:
+                return max(ids)
+            live = world.live_ids(-1)
+            return live[-1] if live else None
+        pool: set[int] = set()
+        for link in blocking:
+            pool.update(k for k in link.inbox if k > self.last_id)
+            if link.si is not None:
+                pool.update(world.live_ids(self.last_id))
+        for k in sorted(pool):
+            if all(k in link.inbox or self._si_ready(link, k, world) for link in blocking):
+                return k
+        return None
+
+    # ----- one tick of work --------------------------------------------------------------------------
+    def act(self, tick: int, world: World) -> bool:
+        """Process one batch id if one is complete; returns whether the agent did any work."""
+        batch_id = self.pick(world)
+        if batch_id is None:
+            self.counts["idle"] += 1
+            return False
+        inputs, first = [], None
+        for link in self.in_links:
+            msg = link.newest if link.spec.hold else link.inbox.get(batch_id)
+            if msg is None:  # forward unlock: I(c) stands in for the missing message
+                ctx = world.context(link.spec.interface.synthetic_input.context, batch_id, self.name)
+                h = link.si(ctx).detach()
+                self.counts["synthetic_inputs"] += 1
+            else:
+                h = msg.h
+                if first is None or link.from_task:
+                    first = msg
+            if link.dni:  # the true gradient stops here; its value becomes the sender's M target
+                h = h.detach().requires_grad_(True)
+                self.leaves.append((link, batch_id, h))
+            inputs.append(h)
+        x = inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=1)
+        start = bool(first and first.start)
+        end = bool(first and first.end)
+        if self.recurrent:
+            if self.state is None or start:
+                self.state = self.body.init_state(x)
+            out, self.state = self.body(x, self.state)
+        else:
+            out = self.body(x)
+        for link in self.out_links:
+            h = self.heads[link.dst](out) if link.dst in self.heads else out
+            if link.to_task:
+                loss = world.score(link.dst[len(TASK_PREFIX):], batch_id, h)
+                if loss is not None:
+                    self.losses.append(loss)
+                continue
+            world.send(link, Message(batch_id, h if link.locked else h.detach(), tick, start, end), tick)
+            if link.dni:
+                c = link.spec.interface.context
+                ctx = world.context(c, batch_id, self.name) if c is not None else None
+                self.grads.append((h, link.sg.predict(batch_id, h, ctx, tick)))
+        for link in self.in_links:
+            if not link.spec.hold:
+                link.drop_before(batch_id + 1)
+        self.last_id = max(self.last_id, batch_id)
+        self.counts["acted"] += 1
+        self.acted += 1
+        if self.acted >= self.spec.update.unroll:
+            self.due = True
+        return True
+
+    # ----- updating ----------------------------------------------------------------------------------
+    def draw_update(self) -> bool:
+        """Whether this due update happens (probability ``update.prob``, from the agent's own stream)."""
+        p = self.spec.update.prob
+        if p >= 1.0:
+            return True
+        if p <= 0.0:
+            return False
+        return bool(torch.rand((), generator=self.generator) < p)
+
+    def finish_window(self, tick: int, step: bool) -> None:
+        """After the component's backward: step (or discard the gradients), start a new window."""
+        if self.optimizer is not None:
+            if step:
+                set_lr(self.optimizer, lr_at(self.spec.optimizer, tick))
+                self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        self.counts["updates" if step else "skipped"] += 1
+        self.losses.clear()
+        self.grads.clear()
+        self.leaves.clear()
+        self.acted = 0
+        self.due = False
+        if self.recurrent:
+            self.state = tree_detach(self.state)
+
+    # ----- composition (evaluation) ------------------------------------------------------------------
+    def forward_eval(self, x: torch.Tensor, start: bool = False) -> torch.Tensor:
+        """The body on real inputs, with the evaluation's own recurrent state."""
+        if not self.recurrent:
+            return self.body(x)
+        if self.eval_state is None or start:
+            self.eval_state = self.body.init_state(x)
+        out, self.eval_state = self.body(x, self.eval_state)
+        return out
+
+    def modules(self) -> list[nn.Module]:
+        mods: list[nn.Module] = [self.body, self.heads]
+        for link in self.out_links:
+            if link.sg is not None:
+                mods.append(link.sg)
+        for link in self.in_links:
+            if link.si is not None:
+                mods.append(link.si)
+        return mods

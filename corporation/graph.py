@@ -1,0 +1,205 @@
+"""The scenario as a ``networkx.DiGraph``: validation, sizes, locked components, execution order.
+
+Nodes are agent names and task ports (``task.x``); every edge carries its :class:`EdgeSpec` as ``spec``.
+``backprop`` edges glue agents into locked components; cycles are allowed only through an edge with
+latency >= 1. Pure: no files, no tensors.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+
+from .errors import ScenarioError, did_you_mean
+from .registry import TASKS
+from .spec import TASK_PREFIX, EdgeSpec, Scenario, is_port
+from .tasks.base import Port
+
+
+@dataclass
+class Graph:
+    g: nx.DiGraph
+    ports: dict[str, Port]  # port name (without 'task.') -> Port
+    order: list[str]  # agents in execution order (topological on latency-0 edges, ties by name)
+    components: list[list[str]]  # locked components (agents joined by backprop edges), in order
+    out_size: dict[str, int]  # agent -> body output size
+    msg_size: dict[tuple[str, str], int]  # (src, dst) -> size of what travels on that edge
+    in_size: dict[str, int]  # agent -> size of its concatenated inputs
+
+    def in_edges(self, agent: str) -> list[EdgeSpec]:
+        """An agent's incoming edges, sorted by source (this fixes the input concatenation order)."""
+        return [self.g.edges[s, agent]["spec"] for s in sorted(self.g.predecessors(agent))]
+
+    def out_edges(self, agent: str) -> list[EdgeSpec]:
+        return [self.g.edges[agent, d]["spec"] for d in sorted(self.g.successors(agent))]
+
+    def context_size(self, context: str) -> int:
+        """Size of a context source: a task port (its context form) or an agent (its output)."""
+        if is_port(context):
+            return self.ports[context[len(TASK_PREFIX):]].context_size
+        return self.out_size[context]
+
+    def component_of(self, agent: str) -> list[str]:
+        return next(c for c in self.components if agent in c)
+
+
+def _node_error(name: str, scenario: Scenario, ports: dict[str, Port], path: str) -> ScenarioError:
+    options = list(scenario.agents) + [TASK_PREFIX + p for p in ports]
+    return ScenarioError(f"unknown node '{name}'{did_you_mean(name, options)}", path)
+
+
+def build_graph(scenario: Scenario) -> Graph:
+    """Check the scenario's graph and compute what the engine needs from it."""
+    ports = TASKS.get(scenario.task.kind).factory.ports(scenario.task)
+    g = nx.DiGraph()
+    g.add_nodes_from(scenario.agents)
+    for i, e in enumerate(scenario.edges):
+        path = f"edges.{i}"
+        for end in ("src", "dst"):
+            name = getattr(e, end)
+            if is_port(name):
+                port = ports.get(name[len(TASK_PREFIX):])
+                if port is None:
+                    raise _node_error(name, scenario, ports, f"{path}.{end}")
+                want = "input" if end == "src" else "loss"
+                if port.role != want:
+                    raise ScenarioError(f"task port '{name}' is a {port.role} port and cannot be an edge's "
+                                        f"{end} (inputs flow from input ports, outputs into loss ports)",
+                                        f"{path}.{end}")
+            elif name not in scenario.agents:
+                raise _node_error(name, scenario, ports, f"{path}.{end}")
+        if is_port(e.src) and is_port(e.dst):
+            raise ScenarioError("an edge must touch at least one agent", path)
+        if e.src == e.dst:
+            raise ScenarioError(f"self-loop on '{e.src}': an agent's recurrence is internal state, "
+                                "not an edge", path)
+        if g.has_edge(e.src, e.dst):
+            raise ScenarioError(f"duplicate edge {e.src} -> {e.dst}", path)
+        g.add_edge(e.src, e.dst, spec=e, index=i)
+
+    for name in scenario.agents:
+        if g.in_degree(name) == 0:
+            raise ScenarioError(f"agent '{name}' has no incoming edge (feed it from a task port or an agent)",
+                                f"agents.{name}")
+        if g.out_degree(name) == 0:
+            raise ScenarioError(f"agent '{name}' has no outgoing edge (connect it to an agent or a loss port)",
+                                f"agents.{name}")
+    for pname, port in ports.items():
+        node = TASK_PREFIX + pname
+        fed = g.in_degree(node) if node in g else 0
+        if port.role == "loss" and fed == 0 and not port.optional:
+            raise ScenarioError(f"loss port '{node}' is not fed by any agent: add an edge "
+                                f"{{src: <agent>, dst: {node}}}", "edges")
+        if fed > 1:
+            raise ScenarioError(f"loss port '{node}' is fed by several agents; feed it from one", "edges")
+    losses = [n for n in g if is_port(n) and ports[n[len(TASK_PREFIX):]].role == "loss"]
+    inputs = [n for n in g if is_port(n) and ports[n[len(TASK_PREFIX):]].role == "input"]
+    for name in scenario.agents:
+        if not any(nx.has_path(g, name, p) for p in losses):
+            raise ScenarioError(f"agent '{name}' reaches no loss port, so it can never learn", f"agents.{name}")
+        if not any(nx.has_path(g, p, name) for p in inputs):
+            raise ScenarioError(f"agent '{name}' is reached from no task input port", f"agents.{name}")
+
+    instant = nx.DiGraph()
+    instant.add_nodes_from(scenario.agents)
+    instant.add_edges_from((e.src, e.dst) for e in scenario.edges
+                           if e.latency == 0 and not is_port(e.src) and not is_port(e.dst))
+    try:
+        cycle = nx.find_cycle(instant)
+        where = " -> ".join([u for u, _ in cycle] + [cycle[0][0]])
+        raise ScenarioError(f"cycle {where} has no edge with latency >= 1: give one of its edges "
+                            "'latency: 1'", "edges")
+    except nx.NetworkXNoCycle:
+        pass
+    order = list(nx.lexicographical_topological_sort(instant))
+
+    locked = nx.Graph()
+    locked.add_nodes_from(scenario.agents)
+    locked.add_edges_from((e.src, e.dst) for e in scenario.edges
+                          if e.interface is not None and e.interface.kind == "backprop")
+    rank = {a: i for i, a in enumerate(order)}
+    components = sorted((sorted(c, key=rank.get) for c in nx.connected_components(locked)),
+                        key=lambda c: rank[c[0]])
+
+    out_size, msg_size = _sizes(scenario, g, ports)
+    in_size = {a: sum(msg_size[(s, a)] for s in g.predecessors(a)) for a in scenario.agents}
+    graph = Graph(g, ports, order, components, out_size, msg_size, in_size)
+    _check_interfaces(scenario, graph)
+    return graph
+
+
+def _sizes(scenario: Scenario, g: nx.DiGraph, ports: dict[str, Port]):
+    out_size: dict[str, int] = {}
+    for name, agent in scenario.agents.items():
+        for dst in agent.heads:
+            if not g.has_edge(name, dst):
+                raise ScenarioError(f"head '{dst}' names no out-edge of '{name}'"
+                                    f"{did_you_mean(dst, list(g.successors(name)))}", f"agents.{name}.heads")
+        declared = getattr(agent.model, "out", None)
+        wanted = {}
+        for dst in g.successors(name):
+            if is_port(dst) and (dst not in agent.heads or agent.heads[dst].out is None):
+                wanted[dst] = ports[dst[len(TASK_PREFIX):]].size
+        plain = {d: s for d, s in wanted.items() if d not in agent.heads}
+        if declared is None:
+            if len(set(plain.values())) > 1:
+                raise ScenarioError(f"outputs to loss ports of different sizes {plain}: give each a head",
+                                    f"agents.{name}.heads")
+            if not plain:
+                raise ScenarioError("cannot infer the output size: set 'out' (it feeds no loss port directly)",
+                                    f"agents.{name}.model.out")
+            declared = next(iter(plain.values()))
+        for dst, size in plain.items():
+            if size != declared:
+                raise ScenarioError(f"size mismatch: '{name}' outputs {declared} but {dst} needs {size}; "
+                                    f"set out: {size} or add a head for {dst}", f"agents.{name}.model.out")
+        out_size[name] = declared
+    msg_size: dict[tuple[str, str], int] = {}
+    for src, dst in g.edges:
+        if is_port(src):
+            msg_size[(src, dst)] = ports[src[len(TASK_PREFIX):]].size
+            continue
+        head = scenario.agents[src].heads.get(dst)
+        if head is None:
+            msg_size[(src, dst)] = out_size[src]
+        else:
+            port = ports.get(dst[len(TASK_PREFIX):]) if is_port(dst) else None
+            size = head.out if head.out is not None else (port.size if port else None)
+            if size is None:
+                raise ScenarioError(f"cannot infer the size of head '{dst}': set its 'out'",
+                                    f"agents.{src}.heads.{dst}.out")
+            if port is not None and size != port.size:
+                raise ScenarioError(f"size mismatch: head outputs {size} but {dst} needs {port.size}",
+                                    f"agents.{src}.heads.{dst}.out")
+            msg_size[(src, dst)] = size
+    return out_size, msg_size
+
+
+def _check_interfaces(scenario: Scenario, graph: Graph) -> None:
+    agents = set(scenario.agents)
+    ports = [TASK_PREFIX + p for p in graph.ports]
+    for i, e in enumerate(scenario.edges):
+        iface = e.interface
+        if iface is None:
+            if e.hold and is_port(e.dst):
+                raise ScenarioError("'hold' applies to edges into agents", f"edges.{i}.hold")
+            continue
+        path = f"edges.{i}.interface"
+        if iface.context is not None and iface.context not in ports:
+            raise ScenarioError(f"unknown context '{iface.context}'{did_you_mean(iface.context, ports)} "
+                                "(M's context must be a task port)", f"{path}.context")
+        si = iface.synthetic_input
+        if si is not None:
+            if si.context not in ports and si.context not in agents:
+                raise ScenarioError(f"unknown context '{si.context}'"
+                                    f"{did_you_mean(si.context, ports + sorted(agents))}",
+                                    f"{path}.synthetic_input.context")
+            if si.context == e.dst:
+                raise ScenarioError("a synthetic input cannot be predicted from its own receiver",
+                                    f"{path}.synthetic_input.context")
+            if si.context in agents and not graph.g.has_edge(si.context, e.dst):
+                raise ScenarioError(f"context agent '{si.context}' sends nothing to '{e.dst}': add an edge "
+                                    f"{si.context} -> {e.dst} or use a task port", f"{path}.synthetic_input.context")
+            if iface.kind == "backprop":
+                raise ScenarioError("a synthetic input needs a 'dni' interface (backprop edges are locked)",
+                                    f"{path}.synthetic_input")

@@ -1,0 +1,172 @@
+"""Decoupled Neural Interfaces: the synthetic gradient model M and the synthetic input model I.
+
+M (on the sender's side of a ``dni`` edge) maps (h, c) to g_hat, a prediction of the *per-example*
+gradient of the loss w.r.t. the message h (B * dL/dh for a batch-mean loss L over B examples; this keeps
+M's outputs O(1) whatever the batch size). Its last layer is zero-initialised, so a fresh M outputs exactly
+zero. M regresses on its target with an L2 loss and is trained by nothing else.
+
+I (on the receiver's side) maps a context c to h_hat, a prediction of the message h; it regresses on the
+real h for the same batch id when that arrives.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .models import init_parameters, mlp
+from .optim import make_optimizer
+from .registry import SYNTHESIZERS
+from .schema import positive
+from .spec import OptimizerSpec, SyntheticInputSpec
+
+
+@dataclass
+class MLPSynthesizerParams:
+    """M as an MLP: ``hidden`` layers of ``width`` (0 = linear), ReLU, optional batch norm.
+
+    ``scale`` multiplies g_hat before it is applied, ``clip`` caps each example's g_hat norm, ``warmup``
+    ticks train M without applying it (the sender gets zero gradient meanwhile), ``optimizer: null`` uses
+    the sender's optimizer settings."""
+
+    kind: str = "mlp"
+    hidden: int = 0
+    width: int = 1024
+    batchnorm: bool = False
+    scale: float = 1.0
+    clip: float | None = None
+    warmup: int = 0
+    optimizer: OptimizerSpec | None = None
+
+    def check(self, path: str) -> None:
+        positive(self.hidden, path, "hidden", allow_zero=True)
+        positive(self.width, path, "width")
+        positive(self.scale, path, "scale", allow_zero=True)
+        positive(self.clip, path, "clip")
+        positive(self.warmup, path, "warmup", allow_zero=True)
+
+
+def regression_net(in_size: int, out_size: int, hidden: int, width: int, batchnorm: bool,
+                   generator: torch.Generator, zero_last: bool) -> nn.Sequential:
+    with torch.random.fork_rng(devices=[]):
+        net = mlp(in_size, [width] * hidden + [out_size], batchnorm, "relu", out_activation=False)
+    init_parameters(net, generator)
+    if zero_last:
+        last = net[-1]
+        with torch.no_grad():
+            last.weight.zero_()
+            last.bias.zero_()
+    return net
+
+
+@SYNTHESIZERS.register("mlp", MLPSynthesizerParams)
+class SyntheticGradient(nn.Module):
+    """M(h, c) -> g_hat. Owns its optimizer and the records (h, c) that wait for their targets."""
+
+    def __init__(self, params: MLPSynthesizerParams, h_size: int, context_size: int,
+                 generator: torch.Generator, device: torch.device, optimizer: OptimizerSpec):
+        super().__init__()
+        self.params = params
+        self.net = regression_net(h_size + context_size, h_size, params.hidden, params.width,
+                                  params.batchnorm, generator, zero_last=True).to(device)
+        self.optimizer = make_optimizer(params.optimizer or optimizer, self.net.parameters())
+        self.steps = 0  # M's optimizer steps; a record's graph is reusable only if none happened since
+        self.records: dict[int, tuple] = {}
+        self.stats = Stats(device)
+
+    def forward(self, h: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        return self.net(h if context is None else torch.cat([h, context], dim=1))
+
+    def predict(self, batch_id: int, h: torch.Tensor, context: torch.Tensor | None, tick: int) -> torch.Tensor:
+        """g_hat for message h (detached input), recorded for training; returns the gradient to apply
+        to h: scaled, clipped, zero during warm-up, and divided by the batch size (batch-mean loss)."""
+        h = h.detach()
+        g_hat = self(h, context)
+        self.records[batch_id] = (h, context, g_hat, self.steps, tick)
+        if len(self.records) > 4096:  # targets that never come (skipped updates): forget the oldest
+            del self.records[min(self.records)]
+        p = self.params
+        if tick < p.warmup or p.scale == 0.0:
+            return torch.zeros_like(h)
+        g = g_hat.detach()
+        if p.clip is not None:
+            norm = g.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            g = g * (p.clip / norm).clamp(max=1.0)
+        return g * (p.scale / h.shape[0])
+
+    def train_on(self, batch_id: int, target: torch.Tensor, tick: int) -> None:
+        """Regress the recorded g_hat for ``batch_id`` on ``target`` (per-example gradient), one step."""
+        record = self.records.pop(batch_id, None)
+        if record is None:
+            return
+        for old in [k for k in self.records if k < batch_id]:
+            del self.records[old]
+        h, context, g_hat, steps, sent = record
+        if steps != self.steps or not g_hat.requires_grad:  # M changed since: recompute on current M
+            g_hat = self(h, context)
+        target = target.detach()
+        loss = F.mse_loss(g_hat, target, reduction="sum") / h.shape[0]
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.steps += 1
+        self.stats.add(loss.detach(), g_hat.detach(), target, tick - sent)
+
+
+class SyntheticInput(nn.Module):
+    """I(c) -> h_hat, trained by L2 regression on the real message for the same batch id."""
+
+    def __init__(self, spec: SyntheticInputSpec, context_size: int, h_size: int,
+                 generator: torch.Generator, device: torch.device, optimizer: OptimizerSpec):
+        super().__init__()
+        self.spec = spec
+        self.net = regression_net(context_size, h_size, spec.hidden, spec.width, spec.batchnorm,
+                                  generator, zero_last=False).to(device)
+        self.optimizer = make_optimizer(spec.optimizer or optimizer, self.net.parameters())
+        self.stats = Stats(device)
+
+    def forward(self, context: torch.Tensor) -> torch.Tensor:
+        return self.net(context)
+
+    def train_on(self, context: torch.Tensor, h: torch.Tensor, age: int) -> None:
+        h_hat = self(context.detach())
+        h = h.detach()
+        loss = F.mse_loss(h_hat, h, reduction="sum") / h.shape[0]
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.stats.add(loss.detach(), h_hat.detach(), h, age)
+
+
+class Stats:
+    """Running sums of a regression's loss, cosine(prediction, target) and target age, read at log time."""
+
+    def __init__(self, device: torch.device):
+        self.loss = torch.zeros((), device=device)
+        self.cosine = torch.zeros((), device=device)
+        self.count = 0
+        self.age_sum = 0
+        self.age_max = 0
+
+    @torch.no_grad()
+    def add(self, loss: torch.Tensor, pred: torch.Tensor, target: torch.Tensor, age: int) -> None:
+        self.loss += loss
+        self.cosine += F.cosine_similarity(pred.flatten(), target.flatten(), dim=0, eps=1e-12)
+        self.count += 1
+        self.age_sum += age
+        self.age_max = max(self.age_max, age)
+
+    def read(self, prefix: str) -> dict[str, float]:
+        """Metrics since the last read (empty if no training happened); resets the sums."""
+        if not self.count:
+            return {}
+        out = {f"{prefix}/loss": float(self.loss) / self.count,
+               f"{prefix}/cosine": float(self.cosine) / self.count,
+               f"{prefix}/staleness": self.age_sum / self.count,
+               f"{prefix}/staleness_max": float(self.age_max)}
+        self.loss.zero_()
+        self.cosine.zero_()
+        self.count = self.age_sum = self.age_max = 0
+        return out

@@ -1,0 +1,71 @@
+"""Text rendering of a scenario for ``corporation show``: agents, edges, locked components, clock table."""
+from __future__ import annotations
+
+import math
+
+from .clock import fires
+from .graph import build_graph
+from .spec import Scenario
+
+
+def clock_table(scenario: Scenario, ticks: int) -> list[str]:
+    """Who acts when: 'A' acts, 'U' acts and reaches its update point (if its component is due), '.' waits.
+
+    Updates are shown as scheduled (before p_update); a locked component updates when all its members
+    are due, so 'U' marks the ticks where the whole component updates."""
+    graph = build_graph(scenario)
+    names = graph.order
+    acted = {n: 0 for n in names}
+    due = {n: False for n in names}
+    rows = {n: [] for n in names}
+    for t in range(ticks):
+        fired = set()
+        for n in names:
+            if fires(scenario.agents[n].clock, t):
+                fired.add(n)
+                acted[n] += 1
+                if acted[n] >= scenario.agents[n].update.unroll:
+                    due[n] = True
+        updating = set()
+        for comp in graph.components:
+            if all(due[n] for n in comp):
+                updating.update(comp)
+                for n in comp:
+                    due[n] = False
+                    acted[n] = 0
+        for n in names:
+            rows[n].append("U" if n in updating else "A" if n in fired else ".")
+    width = max(len(n) for n in names)
+    header = " " * width + "  " + "".join(str(t % 10) for t in range(ticks))
+    return [header] + [f"{n:<{width}}  " + "".join(rows[n]) for n in names]
+
+
+def describe(scenario: Scenario, ticks: int | None = None) -> str:
+    graph = build_graph(scenario)
+    lines = [f"scenario {scenario.name} (seed {scenario.seed}, task {scenario.task.kind})", "", "agents:"]
+    for n in graph.order:
+        a = scenario.agents[n]
+        lines.append(f"  {n}: {a.model.kind} in {graph.in_size[n]} out {graph.out_size[n]}, "
+                     f"clock period {a.clock.period} phase {a.clock.phase}, unroll {a.update.unroll}, "
+                     f"p_update {a.update.prob}, {a.optimizer.kind} lr {a.optimizer.lr:g}")
+    lines += ["", "edges:"]
+    for e in scenario.edges:
+        what = "data" if e.interface is None else e.interface.kind
+        if e.interface is not None and e.interface.kind == "dni":
+            sg = e.interface.sg
+            what += f" (M: {'linear' if sg.hidden == 0 else f'{sg.hidden}x{sg.width}'}"
+            what += f", context {e.interface.context})" if e.interface.context else ")"
+            if e.interface.synthetic_input is not None:
+                what += f" + synthetic input from {e.interface.synthetic_input.context}"
+        extra = f", latency {e.latency}" if e.latency else ""
+        extra += ", hold" if e.hold else ""
+        lines.append(f"  {e.src} -> {e.dst}: {what}{extra}")
+    lines += ["", "locked components (trained by one backward pass each):"]
+    lines += [f"  {{{', '.join(c)}}}" for c in graph.components]
+    if ticks is None:
+        cycle = math.lcm(*[a.clock.period * a.update.unroll for a in scenario.agents.values()])
+        phase = max(a.clock.phase for a in scenario.agents.values())
+        ticks = min(max(12, 2 * cycle + phase), 80)
+    lines += ["", f"clock table, ticks 0..{ticks - 1} (A acts, U acts/updates, . waits):"]
+    lines += ["  " + row for row in clock_table(scenario, ticks)]
+    return "\n".join(lines)

@@ -1,0 +1,186 @@
+"""The scenario schema: dataclasses whose fields are the keys of a scenario file (a public contract).
+
+Every key has a default documented here and in docs/scenario.md; the resolved copy saved with a run writes
+them all out. Kind-dispatched keys (``model``, ``task``, ``sg``) are typed by their registry entry's params.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .errors import ScenarioError
+from .registry import MODELS, SYNTHESIZERS, TASKS
+from .schema import positive
+
+NAME_RE = re.compile(r"^[a-z0-9_]+$")
+AGENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+TASK_PREFIX = "task."
+
+
+def is_port(node: str) -> bool:
+    """Task ports are named ``task.<port>``; everything else on an edge is an agent."""
+    return node.startswith(TASK_PREFIX)
+
+
+@dataclass
+class OptimizerSpec:
+    """An optimizer: ``adam`` or ``sgd``; lr divided by ``decay_factor`` at each tick in ``decay_at``."""
+
+    kind: Literal["adam", "sgd"] = "adam"
+    lr: float = 1.0e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.0
+    decay_at: list[int] = field(default_factory=list)
+    decay_factor: float = 0.1
+
+    def check(self, path: str) -> None:
+        positive(self.lr, path, "lr")
+        positive(self.weight_decay, path, "weight_decay", allow_zero=True)
+        positive(self.momentum, path, "momentum", allow_zero=True)
+        positive(self.decay_factor, path, "decay_factor")
+
+
+@dataclass
+class ClockSpec:
+    """An agent acts at ticks t with t >= phase and (t - phase) % period == 0."""
+
+    period: int = 1
+    phase: int = 0
+
+    def check(self, path: str) -> None:
+        if self.period < 1:
+            raise ScenarioError(f"must be >= 1 (an agent acts every 'period' ticks), got {self.period}",
+                                f"{path}.period")
+        positive(self.phase, path, "phase", allow_zero=True)
+
+
+@dataclass
+class UpdateSpec:
+    """Update after ``unroll`` of the agent's own ticks, with probability ``prob`` (the paper's p_update)."""
+
+    unroll: int = 1
+    prob: float = 1.0
+
+    def check(self, path: str) -> None:
+        if self.unroll < 1:
+            raise ScenarioError(f"must be >= 1 (ticks per update window T), got {self.unroll}",
+                                f"{path}.unroll")
+        if not 0.0 <= self.prob <= 1.0:
+            raise ScenarioError(f"must be within [0, 1], got {self.prob}", f"{path}.prob")
+
+
+@dataclass
+class SyntheticInputSpec:
+    """Synthetic input I(c): predicts the message from ``context`` (a task port or an agent name)."""
+
+    context: str
+    hidden: int = 0
+    width: int = 256
+    batchnorm: bool = False
+    optimizer: OptimizerSpec | None = None  # null: the receiver's optimizer settings
+
+    def check(self, path: str) -> None:
+        positive(self.hidden, path, "hidden", allow_zero=True)
+        positive(self.width, path, "width")
+
+
+@dataclass
+class InterfaceSpec:
+    """What an agent-to-agent edge does with gradients: ``backprop`` (locked) or ``dni`` (synthetic)."""
+
+    kind: Literal["dni", "backprop"] = "dni"
+    sg: Any = field(default=None, metadata={"registry": SYNTHESIZERS, "default_kind": "mlp"})
+    context: str | None = None
+    synthetic_input: SyntheticInputSpec | None = None
+
+    def __post_init__(self) -> None:
+        if self.sg is None:
+            self.sg = SYNTHESIZERS.get("mlp").params(kind="mlp")
+
+
+@dataclass
+class HeadSpec:
+    """A linear projection of the agent's output for one out-edge (out size inferred when null)."""
+
+    out: int | None = None
+
+    def check(self, path: str) -> None:
+        positive(self.out, path, "out")
+
+
+@dataclass
+class AgentSpec:
+    model: Any = field(metadata={"registry": MODELS})
+    optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
+    clock: ClockSpec = field(default_factory=ClockSpec)
+    update: UpdateSpec = field(default_factory=UpdateSpec)
+    heads: dict[str, HeadSpec] = field(default_factory=dict)
+
+
+@dataclass
+class EdgeSpec:
+    """A directed link. ``interface`` applies to agent-to-agent edges only (merged over the default)."""
+
+    src: str
+    dst: str
+    interface: InterfaceSpec | None = None
+    latency: int = 0
+    grad_latency: int | None = None  # null: same as latency
+    hold: bool = False
+
+    def check(self, path: str) -> None:
+        positive(self.latency, path, "latency", allow_zero=True)
+        positive(self.grad_latency, path, "grad_latency", allow_zero=True)
+
+    @property
+    def key(self) -> str:
+        """The edge's name in metrics: ``src-dst``."""
+        return f"{self.src}-{self.dst}"
+
+    @property
+    def back_latency(self) -> int:
+        return self.latency if self.grad_latency is None else self.grad_latency
+
+
+@dataclass
+class TrainSpec:
+    ticks: int = 1000
+    eval_every: int = 500
+    log_every: int | None = None  # null: same as eval_every
+    progress: bool = True
+
+    def check(self, path: str) -> None:
+        positive(self.ticks, path, "ticks")
+        positive(self.eval_every, path, "eval_every")
+        positive(self.log_every, path, "log_every")
+
+    @property
+    def log_period(self) -> int:
+        return self.log_every or self.eval_every
+
+
+@dataclass
+class Scenario:
+    name: str
+    task: Any = field(metadata={"registry": TASKS})
+    agents: dict[str, AgentSpec]
+    edges: list[EdgeSpec]
+    seed: int = 0
+    device: str = "auto"
+    interface: InterfaceSpec = field(default_factory=InterfaceSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+
+    def check(self, path: str) -> None:
+        if not NAME_RE.match(self.name):
+            raise ScenarioError(f"'{self.name}' must match [a-z0-9_]+ (it names the run folder)", "name")
+        if not re.match(r"^(auto|cpu|cuda(:\d+)?)$", self.device):
+            raise ScenarioError(f"expected auto, cpu, cuda or cuda:N, got '{self.device}'", "device")
+        if not self.agents:
+            raise ScenarioError("a scenario needs at least one agent", "agents")
+        for name in self.agents:
+            if not AGENT_RE.match(name) or name == "task":
+                raise ScenarioError(f"agent name '{name}' must be an identifier other than 'task'", "agents")
+        if not self.edges:
+            raise ScenarioError("a scenario needs edges (at least task.<input> -> agent -> task.<loss>)",
+                                "edges")

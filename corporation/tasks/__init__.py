@@ -1,0 +1,5 @@
+"""Tasks: the world agents learn in. Importing this package registers the built-in task kinds."""
+from . import classification  # noqa: F401  (registers 'classification')
+from .base import Emission, Port, System, Task
+
+__all__ = ["Emission", "Port", "System", "Task"]

@@ -1,0 +1,125 @@
+"""Task ``classification``: a fresh shuffled mini-batch of a labelled dataset every tick.
+
+Ports: ``task.x`` (input, the flattened image) and ``task.y`` (loss port, cross-entropy on the logits;
+as a context it is the one-hot label, which makes cDNI). Test metrics come from the composed system on the
+full held-out split.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import ScenarioError, did_you_mean
+from ..registry import DATASETS, TASKS
+from ..schema import positive
+from . import datasets
+from .base import Emission, Port, System
+
+
+@dataclass
+class ClassificationParams:
+    kind: str = "classification"
+    dataset: str = "digits"  # digits | mnist | fashion_mnist (see the DATASETS registry)
+    batch_size: int = 256
+    test_batch_size: int = 2000
+    data_dir: str | None = None  # folder with IDX files; else $CORPORATION_DATA, then system folders
+    train_limit: int | None = None  # use only the first N training examples (quick experiments)
+
+    def check(self, path: str) -> None:
+        if self.dataset not in DATASETS:
+            raise ScenarioError(f"unknown dataset '{self.dataset}'{did_you_mean(self.dataset, DATASETS.names())}",
+                                f"{path}.dataset")
+        positive(self.batch_size, path, "batch_size")
+        positive(self.test_batch_size, path, "test_batch_size")
+        positive(self.train_limit, path, "train_limit")
+
+
+@TASKS.register("classification", ClassificationParams)
+class Classification:
+    """Supervised classification; batch id = the tick it was emitted at."""
+
+    def __init__(self, params: ClassificationParams, device: torch.device, generator: torch.Generator):
+        self.params = params
+        self.device = device
+        self.generator = generator
+        x_tr, y_tr, x_te, y_te = datasets.load(params.dataset, params.data_dir)
+        if params.train_limit:
+            x_tr, y_tr = x_tr[: params.train_limit], y_tr[: params.train_limit]
+        self.x_train = torch.as_tensor(x_tr, device=device)
+        self.y_train = torch.as_tensor(y_tr, device=device)
+        self.x_test = torch.as_tensor(x_te, device=device)
+        self.y_test = torch.as_tensor(y_te, device=device)
+        self.classes = datasets.info(params.dataset).classes
+        self._order = torch.empty(0, dtype=torch.long, device=device)
+        self._pos = 0
+        self._batches: dict[int, torch.Tensor] = {}  # id -> example indices
+        self._loss_sum = torch.zeros((), device=device)
+        self._correct = torch.zeros((), device=device)
+        self._count = 0
+        self._seen = 0
+
+    @classmethod
+    def ports(cls, params: ClassificationParams) -> dict[str, Port]:
+        info = datasets.info(params.dataset)
+        return {"x": Port("x", "input", info.features, info.features),
+                "y": Port("y", "loss", info.classes, info.classes)}
+
+    def _next_indices(self) -> torch.Tensor:
+        n, b = len(self.x_train), min(self.params.batch_size, len(self.x_train))
+        if self._pos + b > len(self._order):  # new epoch: reshuffle (drop the ragged tail)
+            self._order = torch.randperm(n, generator=self.generator, device="cpu").to(self.device)
+            self._pos = 0
+        idx = self._order[self._pos: self._pos + b]
+        self._pos += b
+        return idx
+
+    def emit(self, tick: int) -> Emission:
+        idx = self._next_indices()
+        self._batches[tick] = idx
+        self._seen += len(idx)
+        return Emission({"x": self.x_train[idx]})
+
+    def context(self, port: str, batch_id: int) -> torch.Tensor:
+        idx = self._batches[batch_id]
+        if port == "x":
+            return self.x_train[idx]
+        return F.one_hot(self.y_train[idx], self.classes).to(self.x_train.dtype)
+
+    def loss(self, port: str, batch_id: int, output: torch.Tensor) -> torch.Tensor:
+        y = self.y_train[self._batches[batch_id]]
+        loss = F.cross_entropy(output, y)
+        with torch.no_grad():
+            self._loss_sum += loss.detach()
+            self._correct += (output.argmax(1) == y).sum()
+            self._count += 1
+        return loss
+
+    def train_metrics(self) -> dict[str, float]:
+        if not self._count:
+            return {"train/examples": float(self._seen)}
+        out = {"train/loss": float(self._loss_sum) / self._count,
+               "train/accuracy": float(self._correct) / (self._count * self.params.batch_size),
+               "train/examples": float(self._seen)}
+        self._loss_sum.zero_()
+        self._correct.zero_()
+        self._count = 0
+        return out
+
+    @torch.no_grad()
+    def evaluate(self, system: System, synthetic: bool = False) -> dict[str, float]:
+        loss_sum, correct = 0.0, 0
+        bs = self.params.test_batch_size
+        for i in range(0, len(self.x_test), bs):
+            xb, yb = self.x_test[i: i + bs], self.y_test[i: i + bs]
+            logits = system.compose({"x": xb}, synthetic=synthetic)["y"]
+            loss_sum += float(F.cross_entropy(logits, yb, reduction="sum"))
+            correct += int((logits.argmax(1) == yb).sum())
+        n = len(self.x_test)
+        return {"test/loss": loss_sum / n, "test/accuracy": correct / n}
+
+    def forget(self, below: int) -> None:
+        for k in [k for k in self._batches if k < below]:
+            del self._batches[k]
