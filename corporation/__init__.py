@@ -8,7 +8,7 @@ Quick use::
     engine = Engine(load("scenarios/ff_digits.yaml"))
     engine.run()
 """
-from . import interfaces, models, tasks  # noqa: F401  (register the built-in kinds)
+from . import interfaces, models, rnn_models, tasks  # noqa: F401  (register the built-in kinds)
 from .engine import Engine
 from .errors import CorporationError, DataError, ScenarioError
 from .scenario import dump, from_dict, load

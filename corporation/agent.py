@@ -54,6 +54,11 @@ class Agent:
         params = [*body.parameters(), *heads.parameters()]
         self.optimizer = make_optimizer(spec.optimizer, params) if params else None
         self.state: Any = None
+        self.state_sg = None  # M on the carried state (state.kind: dni), set by the engine
+        self.window_leaf: tuple[torch.Tensor, ...] | None = None  # state at the window start, a leaf
+        self.window_fresh = False  # the window began with a new sequence: the last boundary had no future
+        self.boundary = 0  # window boundaries passed: the ids of the state M's records
+        self.last_end = False
         self.eval_state: Any = None
         self.last_id = -1
         self.acted = 0  # own ticks since the last update
@@ -118,7 +123,12 @@ class Agent:
         if self.recurrent:
             if self.state is None or start:
                 self.state = self.body.init_state(x)
+                self.window_fresh = self.window_fresh or self.acted == 0
+            if self.state_sg is not None and self.acted == 0 and self.window_leaf is None:
+                self.state = tuple(s.detach().requires_grad_(True) for s in self.state)
+                self.window_leaf = self.state
             out, self.state = self.body(x, self.state)
+            self.last_end = end
         else:
             out = self.body(x)
         for link in self.out_links:
@@ -153,6 +163,30 @@ class Agent:
             return False
         return bool(torch.rand((), generator=self.generator) < p)
 
+    def close_window(self, tick: int) -> None:
+        """Before the backward pass: the synthetic gradient of all future loss on the carried state."""
+        if self.state_sg is None or self.state is None or self.acted == 0:
+            return
+        if self.last_end and self.spec.state.zero_at_end:
+            return  # the sequence ends here: no future loss, no synthetic gradient
+        g = self.state_sg.predict(self.boundary, torch.cat(self.state, dim=1), None, tick)
+        for s, part in zip(self.state, g.split([s.shape[1] for s in self.state], dim=1)):
+            if s.requires_grad:
+                self.grads.append((s, part))
+
+    def after_backward(self, tick: int) -> None:
+        """After the backward pass: train the state M of the previous boundary on its bootstrapped target
+        (the gradient that reached this window's start state), then count this boundary."""
+        if self.state_sg is not None and self.window_leaf is not None:
+            leaf = self.window_leaf
+            if self.window_fresh:
+                target = torch.zeros_like(torch.cat(leaf, dim=1))
+            else:
+                target = torch.cat([s.grad if s.grad is not None else torch.zeros_like(s) for s in leaf], dim=1)
+                target = target * target.shape[0]
+            self.state_sg.train_on(self.boundary - 1, target, tick)
+        self.boundary += 1
+
     def finish_window(self, tick: int, step: bool) -> None:
         """After the component's backward: step (or discard the gradients), start a new window."""
         if self.optimizer is not None:
@@ -168,6 +202,8 @@ class Agent:
         self.due = False
         if self.recurrent:
             self.state = tree_detach(self.state)
+            self.window_leaf = None
+            self.window_fresh = False
 
     # ----- composition (evaluation) ------------------------------------------------------------------
     def forward_eval(self, x: torch.Tensor, start: bool = False) -> torch.Tensor:
@@ -181,6 +217,8 @@ class Agent:
 
     def modules(self) -> list[nn.Module]:
         mods: list[nn.Module] = [self.body, self.heads]
+        if self.state_sg is not None:
+            mods.append(self.state_sg)
         for link in self.out_links:
             if link.sg is not None:
                 mods.append(link.sg)

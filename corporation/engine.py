@@ -76,7 +76,11 @@ class Engine:
             heads[dst] = head.to(self.device)
         in_links = [self.links[(e.src, e.dst)] for e in g.in_edges(name)]
         out_links = [self.links[(e.src, e.dst)] for e in g.out_edges(name)]
-        return Agent(name, spec, body, heads, in_links, out_links, gen)
+        agent = Agent(name, spec, body, heads, in_links, out_links, gen)
+        if spec.state.kind == "dni":
+            factory = SYNTHESIZERS.get(spec.state.sg.kind).factory
+            agent.state_sg = factory(spec.state.sg, body.state_size(), 0, gen, self.device, spec.optimizer)
+        return agent
 
     def _build_interfaces(self) -> None:
         g = self.graph
@@ -157,6 +161,8 @@ class Engine:
         """One backward pass for a locked component, then each member steps (with its p_update)."""
         go = [a.draw_update() for a in members]
         if any(go):
+            for a in members:
+                a.close_window(t)
             tensors: list[torch.Tensor] = []
             grads: list[torch.Tensor | None] = []
             for a in members:
@@ -171,6 +177,11 @@ class Engine:
                 for link, batch_id, leaf in a.leaves:
                     if leaf.grad is not None:  # per-example target: B * dL/dh
                         link.post_gradient(GradientMessage(batch_id, leaf.grad * leaf.shape[0], t), t)
+                a.after_backward(t)
+        closed = [link.dst[len(TASK_PREFIX):] for a in members for link in a.out_links if link.to_task]
+        window_closed = getattr(self.task, "window_closed", None)
+        if closed and window_closed is not None:
+            window_closed(closed)  # the graphs of outputs it holds are spent: it must not reuse them
         for a, ok in zip(members, go):
             a.finish_window(t, ok)
             for link in a.out_links:
@@ -251,6 +262,8 @@ class Engine:
             if link.si is not None:
                 out.update(link.si.stats.read(f"si/{link.key}"))
         for name, agent in self.agents.items():
+            if agent.state_sg is not None:
+                out.update(agent.state_sg.stats.read(f"sg/{name}-state"))
             for k in ("updates", "skipped", "idle", "synthetic_inputs"):
                 out[f"train/{name}/{k}"] = float(agent.counts[k])
         return out

@@ -121,6 +121,10 @@ def build_graph(scenario: Scenario) -> Graph:
     components = sorted((sorted(c, key=rank.get) for c in nx.connected_components(locked)),
                         key=lambda c: rank[c[0]])
 
+    for name, agent in scenario.agents.items():
+        if agent.state.kind != "bptt" and not getattr(agent.model, "recurrent", False):
+            raise ScenarioError(f"state.kind '{agent.state.kind}' needs a recurrent model (lstm, gru, rnn), "
+                                f"not '{agent.model.kind}'", f"agents.{name}.state.kind")
     out_size, msg_size = _sizes(scenario, g, ports)
     in_size = {a: sum(msg_size[(s, a)] for s in g.predecessors(a)) for a in scenario.agents}
     graph = Graph(g, ports, order, components, out_size, msg_size, in_size)
@@ -135,7 +139,8 @@ def _sizes(scenario: Scenario, g: nx.DiGraph, ports: dict[str, Port]):
             if not g.has_edge(name, dst):
                 raise ScenarioError(f"head '{dst}' names no out-edge of '{name}'"
                                     f"{did_you_mean(dst, list(g.successors(name)))}", f"agents.{name}.heads")
-        declared = getattr(agent.model, "out", None)
+        fixed = getattr(agent.model, "fixed_out", None)
+        declared = fixed() if callable(fixed) else getattr(agent.model, "out", None)
         wanted = {}
         for dst in g.successors(name):
             if is_port(dst) and (dst not in agent.heads or agent.heads[dst].out is None):

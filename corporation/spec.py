@@ -110,12 +110,38 @@ class HeadSpec:
 
 
 @dataclass
+class StateSpec:
+    """What a recurrent agent does at each update-window boundary (truncated BPTT with window T = unroll).
+
+    ``bptt``: the carried state is cut, no gradient from the future. ``dni``: g_hat = M(state) is
+    backpropagated into the window as the gradient of all future loss; M's target is the gradient that
+    reaches that boundary state in the next window (bootstrapped). ``zero_at_end``: no synthetic gradient
+    (and a zero target) where a sequence ends. ``aux``: DNI + Aux (see docs/rnn.md)."""
+
+    kind: Literal["bptt", "dni"] = "bptt"
+    sg: Any = field(default=None, metadata={"registry": SYNTHESIZERS, "default_kind": "mlp"})
+    zero_at_end: bool = True
+    aux: bool = False
+    aux_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.sg is None:
+            self.sg = SYNTHESIZERS.get("mlp").params(kind="mlp")
+
+    def check(self, path: str) -> None:
+        positive(self.aux_weight, path, "aux_weight", allow_zero=True)
+        if self.aux and self.kind != "dni":
+            raise ScenarioError("DNI + Aux needs kind: dni", f"{path}.aux")
+
+
+@dataclass
 class AgentSpec:
     model: Any = field(metadata={"registry": MODELS})
     optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
     clock: ClockSpec = field(default_factory=ClockSpec)
     update: UpdateSpec = field(default_factory=UpdateSpec)
     heads: dict[str, HeadSpec] = field(default_factory=dict)
+    state: StateSpec = field(default_factory=StateSpec)  # recurrent agents only
 
 
 @dataclass

@@ -59,3 +59,7 @@ class Task(Protocol):
     def evaluate(self, system: System) -> dict[str, float]: ...
 
     def forget(self, below: int) -> None: ...
+
+    # Optional: ``window_closed(ports)`` is called after the locked component feeding those loss ports
+    # ran its backward pass and stepped; a task that holds outputs (to score them later, e.g. an
+    # actor-critic loss that needs the next state's value) must drop them then.
