@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from .clock import fires
 from .messages import Link, Message
 from .optim import lr_at, make_optimizer, set_lr
 from .spec import TASK_PREFIX, AgentSpec
@@ -88,8 +89,9 @@ class Agent:
         pool: set[int] = set()
         for link in blocking:
             pool.update(k for k in link.inbox if k > self.last_id)
-            if link.si is not None:
-                pool.update(world.live_ids(self.last_id))
+            if link.si is not None:  # a sampled edge: only the ids of this agent's own ticks
+                pool.update(k for k in world.live_ids(self.last_id)
+                            if not link.spec.sample or fires(self.spec.clock, k))
         for k in sorted(pool):
             if all(k in link.inbox or self._si_ready(link, k, world) for link in blocking):
                 return k
@@ -132,6 +134,8 @@ class Agent:
         else:
             out = self.body(x)
         for link in self.out_links:
+            if not link.posts_at(tick):
+                continue  # a sampled edge: the receiver never reads this instant (no message, no g_hat)
             h = self.heads[link.dst](out) if link.dst in self.heads else out
             if link.to_task:
                 loss = world.score(link.dst[len(TASK_PREFIX):], batch_id, h)

@@ -46,6 +46,8 @@ class Engine:
                                                           generator(scenario.seed, "task"))
         g = self.graph
         self.links: dict[tuple[str, str], Link] = {(e.src, e.dst): Link(e) for e in scenario.edges}
+        for link in self.links.values():  # a sampled edge follows its receiver's clock
+            link.clock = None if is_port(link.dst) else scenario.agents[link.dst].clock
         self.agents: dict[str, Agent] = {}
         for name in g.order:
             self.agents[name] = self._build_agent(name)

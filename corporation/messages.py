@@ -5,9 +5,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .clock import fires
 from .errors import CorporationError
 from .interfaces import SyntheticGradient, SyntheticInput
-from .spec import EdgeSpec, is_port
+from .spec import ClockSpec, EdgeSpec, is_port
 
 INBOX_LIMIT = 2048
 
@@ -45,6 +46,7 @@ class Link:
     inbox: dict[int, Message] = field(default_factory=dict)
     newest: Message | None = None
     grads_in_flight: list[tuple[int, GradientMessage]] = field(default_factory=list)
+    clock: ClockSpec | None = None  # the receiving agent's clock (set by the engine; None for task ports)
 
     @property
     def src(self) -> str:
@@ -73,6 +75,14 @@ class Link:
     @property
     def dni(self) -> bool:
         return self.spec.interface is not None and self.spec.interface.kind == "dni"
+
+    def posts_at(self, tick: int) -> bool:
+        """Whether the sender posts on this edge at ``tick``: always, unless the edge is ``sample``; then
+        only when the receiver's clock fires at delivery (at ``tick`` itself with a synthetic input, since
+        the receiver then processes the id of its own tick at once)."""
+        if not self.spec.sample or self.clock is None:
+            return True
+        return fires(self.clock, tick if self.si is not None else tick + self.spec.latency)
 
     def deliver(self, msg: Message) -> None:
         if self.spec.hold:

@@ -25,8 +25,9 @@ def default_out(scenario: Scenario) -> Path:
 class Progress:
     """A one-line progress bar on a terminal (tqdm); silent when stderr is not a terminal."""
 
-    def __init__(self, total: int, enabled: bool, stream: TextIO = sys.stderr):
+    def __init__(self, total: int, enabled: bool, stream: TextIO | None = None):
         self.bar = None
+        stream = stream or sys.stderr
         if enabled and stream.isatty():
             from tqdm import tqdm
 
@@ -89,8 +90,9 @@ def run_scenario(scenario: Scenario, out: Path | None = None, device: str | None
     return summary
 
 
-def print_table(summary: dict[str, Any], out: Path, stream: TextIO = sys.stdout) -> None:
+def print_table(summary: dict[str, Any], out: Path, stream: TextIO | None = None) -> None:
     """The short final table: test metrics first, then training metrics, wall time and the run folder."""
+    stream = stream or sys.stdout
     final = summary["final"]
     keys = sorted(k for k in final if k.startswith("test/")) + sorted(
         k for k in final if k.startswith("train/") and k.count("/") == 1)

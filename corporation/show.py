@@ -59,6 +59,7 @@ def describe(scenario: Scenario, ticks: int | None = None) -> str:
                 what += f" + synthetic input from {e.interface.synthetic_input.context}"
         extra = f", latency {e.latency}" if e.latency else ""
         extra += ", hold" if e.hold else ""
+        extra += ", sample (posts only when the receiver reads)" if e.sample else ""
         lines.append(f"  {e.src} -> {e.dst}: {what}{extra}")
     lines += ["", "locked components (trained by one backward pass each):"]
     lines += [f"  {{{', '.join(c)}}}" for c in graph.components]

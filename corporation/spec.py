@@ -146,7 +146,14 @@ class AgentSpec:
 
 @dataclass
 class EdgeSpec:
-    """A directed link. ``interface`` applies to agent-to-agent edges only (merged over the default)."""
+    """A directed link. ``interface`` applies to agent-to-agent edges only (merged over the default).
+
+    ``hold``: the receiver never blocks on this edge, it reads the newest message (sample-and-hold).
+    ``sample``: the sender posts on this edge only at ticks t when the receiver's clock fires at delivery
+    (t + latency), so a slow receiver gets exactly the messages it reads and no message, no g_hat and no
+    M record exist for instants it never reads (their true gradient is zero). With a synthetic input on
+    the edge the receiver never waits: it processes the id of the tick it fires at (with I(c) standing
+    in for a late message), so the sender posts at the ticks t when the receiver fires at t."""
 
     src: str
     dst: str
@@ -154,10 +161,14 @@ class EdgeSpec:
     latency: int = 0
     grad_latency: int | None = None  # null: same as latency
     hold: bool = False
+    sample: bool = False
 
     def check(self, path: str) -> None:
         positive(self.latency, path, "latency", allow_zero=True)
         positive(self.grad_latency, path, "grad_latency", allow_zero=True)
+        if self.sample and (is_port(self.src) or is_port(self.dst)):
+            raise ScenarioError("'sample' applies to agent-to-agent edges (the sender follows the receiver's "
+                                "clock); remove it here", f"{path}.sample")
 
     @property
     def key(self) -> str:

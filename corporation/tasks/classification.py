@@ -59,6 +59,7 @@ class Classification:
         self._loss_sum = torch.zeros((), device=device)
         self._correct = torch.zeros((), device=device)
         self._count = 0
+        self._examples = 0
         self._seen = 0
 
     @classmethod
@@ -95,17 +96,18 @@ class Classification:
             self._loss_sum += loss.detach()
             self._correct += (output.argmax(1) == y).sum()
             self._count += 1
+            self._examples += len(y)
         return loss
 
     def train_metrics(self) -> dict[str, float]:
         if not self._count:
             return {"train/examples": float(self._seen)}
         out = {"train/loss": float(self._loss_sum) / self._count,
-               "train/accuracy": float(self._correct) / (self._count * self.params.batch_size),
+               "train/accuracy": float(self._correct) / self._examples,
                "train/examples": float(self._seen)}
         self._loss_sum.zero_()
         self._correct.zero_()
-        self._count = 0
+        self._count = self._examples = 0
         return out
 
     @torch.no_grad()
