@@ -59,7 +59,7 @@ def run_scenario(scenario: Scenario, out: Path | None = None, device: str | None
     (out / "scenario.yaml").write_text(dump(scenario), encoding="utf-8")
     engine = Engine(scenario, device=device)
     final: dict[str, Any] = {}
-    shown = {k: None for k in ()}
+    shown: dict[str, Any] = {}
     bar = Progress(scenario.train.ticks, scenario.train.progress if progress is None else progress)
     started = time.perf_counter()
     interrupted = False
@@ -71,10 +71,13 @@ def run_scenario(scenario: Scenario, out: Path | None = None, device: str | None
             final.update(record)
             shown.update({k: v for k, v in record.items() if k.startswith("test/") and k.endswith("accuracy")})
 
+        failure: BaseException | None = None
         try:
             engine.run(on_log=on_log, on_tick=lambda t: bar.update(t, shown))
-        except KeyboardInterrupt:
-            interrupted = True
+        except KeyboardInterrupt as e:
+            interrupted, failure = True, e
+        except Exception as e:  # keep what was written, record why it stopped, then re-raise
+            failure = e
         finally:
             bar.close()
     summary = {"name": scenario.name, "seed": scenario.seed, "ticks": engine.tick,
@@ -82,11 +85,13 @@ def run_scenario(scenario: Scenario, out: Path | None = None, device: str | None
                "final": {k: v for k, v in final.items() if k != "tick"}}
     if interrupted:
         summary["interrupted"] = True
+    elif failure is not None:
+        summary["error"] = f"{type(failure).__name__}: {failure}"
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    if failure is not None:
+        raise failure
     if not quiet:
         print_table(summary, out)
-    if interrupted:
-        raise KeyboardInterrupt
     return summary
 
 

@@ -67,8 +67,35 @@ def test_user_errors_exit_2_with_one_line(tmp_path, capsys):
 
 def test_no_traceback_from_the_real_entry_point(tmp_path):
     bad = write(tmp_path, {"name": "x", "task": {"kind": "classification"}, "agents": {}, "edges": []})
-    proc = subprocess.run([sys.executable, "-m", "corporation", "validate", str(bad)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "corporation", "validate", str(bad)], check=False, capture_output=True,
                           text=True, cwd=ROOT)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
     assert "agents" in proc.stderr
+
+
+def test_a_failing_run_keeps_what_it_wrote(tmp_path, monkeypatch):
+    from corporation.engine import Engine
+    from corporation.runner import run_scenario
+    from corporation import from_dict
+
+    step = Engine.step
+
+    def failing_step(self):
+        if self.tick == 7:
+            raise RuntimeError("boom")
+        step(self)
+
+    monkeypatch.setattr(Engine, "step", failing_step)
+    out = tmp_path / "run"
+    try:
+        run_scenario(from_dict(chain(), ["train.eval_every=3"]), out, quiet=True)
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("the failure must propagate")
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["tick"] for x in lines] == [3, 6]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ticks"] == 7 and summary["error"] == "RuntimeError: boom"
+    assert (out / "scenario.yaml").is_file()
