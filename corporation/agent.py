@@ -14,7 +14,9 @@ import torch
 from torch import nn
 
 from .clock import fires
+from .interfaces import Stats
 from .messages import Link, Message
+from .models import init_parameters
 from .optim import lr_at, make_optimizer, set_lr
 from .spec import TASK_PREFIX, AgentSpec
 
@@ -31,6 +33,11 @@ class World(Protocol):
     def score(self, port: str, batch_id: int, output: torch.Tensor) -> torch.Tensor | None: ...
 
     def send(self, link: Link, msg: Message, tick: int) -> None: ...
+
+
+def head_key(dst: str) -> str:
+    """The key of the head toward ``dst`` in ``Agent.heads`` (nn.ModuleDict keys cannot hold '.')."""
+    return dst.replace(".", ":")
 
 
 def tree_detach(state: Any) -> Any:
@@ -59,6 +66,9 @@ class Agent:
         self.window_leaf: tuple[torch.Tensor, ...] | None = None  # state at the window start, a leaf
         self.window_fresh = False  # the window began with a new sequence: the last boundary had no future
         self.boundary = 0  # window boundaries passed: the ids of the state M's records
+        self.aux: AuxHead | None = None  # DNI + Aux (state.aux): predicts the next boundary's g_hat
+        if spec.state.aux and self.recurrent:
+            self.aux = AuxHead(body, spec, generator)
         self.last_end = False
         self.eval_state: Any = None
         self.last_id = -1
@@ -122,6 +132,7 @@ class Agent:
         x = inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=1)
         start = bool(first and first.start)
         end = bool(first and first.end)
+        reset = first.reset if first is not None else None  # rows starting a new episode (vectorised envs)
         if self.recurrent:
             if self.state is None or start:
                 self.state = self.body.init_state(x)
@@ -129,20 +140,26 @@ class Agent:
             if self.state_sg is not None and self.acted == 0 and self.window_leaf is None:
                 self.state = tuple(s.detach().requires_grad_(True) for s in self.state)
                 self.window_leaf = self.state
+            if reset is not None and not start:  # after the leaf: a reset row's old state gets zero gradient
+                keep = (~reset).to(x.dtype).unsqueeze(1)
+                self.state = tuple(s * keep for s in self.state)
             out, self.state = self.body(x, self.state)
             self.last_end = end
+            if self.aux is not None:
+                self.aux.record(self.state, start)
         else:
             out = self.body(x)
         for link in self.out_links:
             if not link.posts_at(tick):
                 continue  # a sampled edge: the receiver never reads this instant (no message, no g_hat)
-            h = self.heads[link.dst](out) if link.dst in self.heads else out
+            h = self.project(link.dst, out)
             if link.to_task:
                 loss = world.score(link.dst[len(TASK_PREFIX):], batch_id, h)
                 if loss is not None:
                     self.losses.append(loss)
                 continue
-            world.send(link, Message(batch_id, h if link.locked else h.detach(), tick, start, end), tick)
+            world.send(link, Message(batch_id, h if link.locked else h.detach(), tick, start, end, reset),
+                       tick)
             if link.dni:
                 c = link.spec.interface.context
                 ctx = world.context(c, batch_id, self.name) if c is not None else None
@@ -172,15 +189,21 @@ class Agent:
         if self.state_sg is None or self.state is None or self.acted == 0:
             return
         if self.last_end and self.spec.state.zero_at_end:
+            if self.aux is not None:  # the boundary's synthetic gradient is zero: that is the aux target
+                self.aux.fit(None, torch.cat(self.state, dim=1), self.body, self.spec.state.aux_weight, tick)
             return  # the sequence ends here: no future loss, no synthetic gradient
-        g = self.state_sg.predict(self.boundary, torch.cat(self.state, dim=1), None, tick)
+        state = torch.cat(self.state, dim=1)
+        g = self.state_sg.predict(self.boundary, state, None, tick)
+        if self.aux is not None:
+            self.aux.fit(self.state_sg, state, self.body, self.spec.state.aux_weight, tick)
         for s, part in zip(self.state, g.split([s.shape[1] for s in self.state], dim=1)):
             if s.requires_grad:
                 self.grads.append((s, part))
 
     def after_backward(self, tick: int) -> None:
         """After the backward pass: train the state M of the previous boundary on its bootstrapped target
-        (the gradient that reached this window's start state), then count this boundary."""
+        (the gradient that reached this window's start state). The boundary is counted in finish_window
+        (also when the update is skipped, so a skipped window's record never gets a later window's target)."""
         if self.state_sg is not None and self.window_leaf is not None:
             leaf = self.window_leaf
             if self.window_fresh:
@@ -189,7 +212,6 @@ class Agent:
                 target = torch.cat([s.grad if s.grad is not None else torch.zeros_like(s) for s in leaf], dim=1)
                 target = target * target.shape[0]
             self.state_sg.train_on(self.boundary - 1, target, tick)
-        self.boundary += 1
 
     def finish_window(self, tick: int, step: bool) -> None:
         """After the component's backward: step (or discard the gradients), start a new window."""
@@ -208,8 +230,16 @@ class Agent:
             self.state = tree_detach(self.state)
             self.window_leaf = None
             self.window_fresh = False
+            self.boundary += 1
+            if self.aux is not None:
+                self.aux.states.clear()
 
     # ----- composition (evaluation) ------------------------------------------------------------------
+    def project(self, dst: str, out: torch.Tensor) -> torch.Tensor:
+        """The body output as sent to ``dst``: through the head toward ``dst`` if there is one."""
+        key = head_key(dst)
+        return self.heads[key](out) if key in self.heads else out
+
     def forward_eval(self, x: torch.Tensor, start: bool = False) -> torch.Tensor:
         """The body on real inputs, with the evaluation's own recurrent state."""
         if not self.recurrent:
@@ -223,6 +253,8 @@ class Agent:
         mods: list[nn.Module] = [self.body, self.heads]
         if self.state_sg is not None:
             mods.append(self.state_sg)
+        if self.aux is not None:
+            mods.append(self.aux)
         for link in self.out_links:
             if link.sg is not None:
                 mods.append(link.sg)
@@ -230,3 +262,53 @@ class Agent:
             if link.si is not None:
                 mods.append(link.si)
         return mods
+
+
+class AuxHead(nn.Module):
+    """DNI + Aux: a linear head that predicts, from each carried state s_i of the window (for an LSTM the
+    concatenated (h, c), states after a sequence start only), the synthetic gradient M(s_end) of the
+    window's END boundary (zero where the sequence ends there): "the synthetic gradient T steps ahead".
+    The regression ``aux_weight * mean_i ||A(s_i) - M(s_end)||^2`` (summed over units, batch mean; the
+    target is M's raw per-example output, detached) is an auxiliary loss only: it trains A and this agent's
+    recurrent body, its value is never used, and its gradient reaching the window-start state is discarded,
+    so the state M's target stays exactly the bootstrapped one. See docs/rnn.md."""
+
+    def __init__(self, body: nn.Module, spec: AgentSpec, generator: torch.Generator):
+        super().__init__()
+        size = body.state_size()
+        with torch.random.fork_rng(devices=[]):
+            self.net = nn.Linear(size, size)
+        own = torch.Generator()
+        own.set_state(generator.get_state())  # a copy: the agent's own stream is left untouched
+        init_parameters(self.net, own)
+        device = next(body.parameters()).device
+        self.net.to(device)
+        self.optimizer = make_optimizer(spec.state.sg.optimizer or spec.optimizer, self.net.parameters())
+        self.states: list[torch.Tensor] = []
+        self.stats = Stats(device)
+
+    def record(self, state: tuple[torch.Tensor, ...], start: bool) -> None:
+        """Keep a state of the current window (a sequence start forgets the old sequence's states)."""
+        if start:
+            self.states.clear()
+        self.states.append(torch.cat(state, dim=1))
+
+    def fit(self, sg: nn.Module | None, end_state: torch.Tensor, body: nn.Module, weight: float,
+            tick: int) -> None:
+        """Regress A(s_i) on the boundary's g_hat; accumulate the body's gradient; step A at once."""
+        if not self.states:
+            return
+        with torch.no_grad():
+            target = torch.zeros_like(end_state) if sg is None else sg(end_state.detach(), None)
+        states = torch.stack(self.states)  # (steps, B, S)
+        pred = self.net(states)
+        loss = ((pred - target) ** 2).sum(dim=2).mean()
+        params = [p for p in body.parameters() if p.requires_grad]
+        mine = list(self.net.parameters())
+        grads = torch.autograd.grad(weight * loss, params + mine, retain_graph=True, allow_unused=True)
+        for p, g in zip(params + mine, grads):
+            if g is not None:
+                p.grad = g if p.grad is None else p.grad + g
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.stats.add(loss.detach(), pred[-1].detach(), target, 0)

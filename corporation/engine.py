@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .agent import Agent
+from .agent import Agent, head_key
 from .clock import fires
 from .errors import CorporationError
 from .graph import Graph, build_graph
@@ -52,6 +52,8 @@ class Engine:
         for name in g.order:
             self.agents[name] = self._build_agent(name)
         self._build_interfaces()
+        # some edge has a synthetic input: evaluation also scores the parts reading synthetic inputs only
+        self.synthetic_inputs = any(link.si is not None for link in self.links.values())
         self.components = [[self.agents[n] for n in comp] for comp in g.components]
         self.link_order = [self.links[(e.src, e.dst)] for a in g.order for e in g.out_edges(a)
                            if not is_port(e.dst)]
@@ -75,7 +77,7 @@ class Engine:
             with torch.random.fork_rng(devices=[]):
                 head = nn.Linear(g.out_size[name], g.msg_size[(name, dst)])
             init_parameters(head, gen)
-            heads[dst] = head.to(self.device)
+            heads[head_key(dst)] = head.to(self.device)
         in_links = [self.links[(e.src, e.dst)] for e in g.in_edges(name)]
         out_links = [self.links[(e.src, e.dst)] for e in g.out_edges(name)]
         agent = Agent(name, spec, body, heads, in_links, out_links, gen)
@@ -97,7 +99,7 @@ class Engine:
                               sender.spec.optimizer)
             si = iface.synthetic_input
             if si is not None:
-                link.si = SyntheticInput(si, g.context_size(si.context), g.msg_size[(src, dst)],
+                link.si = SyntheticInput(si, g.context_size(si.context, dst), g.msg_size[(src, dst)],
                                          receiver.generator, self.device, receiver.spec.optimizer)
 
     # ----- the World an agent sees -------------------------------------------------------------------
@@ -142,7 +144,8 @@ class Engine:
             self._live_set = set(self.live)
             for port, links in self.port_links.items():
                 for link in links:
-                    self.send(link, Message(t, emission.inputs[port], t, emission.start, emission.end), t)
+                    self.send(link, Message(t, emission.inputs[port], t, emission.start, emission.end,
+                                             emission.reset), t)
         for link in self.links.values():
             for msg in link.due(t):
                 self._arrive(link, msg)
@@ -228,7 +231,7 @@ class Engine:
                 xs.append(h)
             out = agent.forward_eval(xs[0] if len(xs) == 1 else torch.cat(xs, dim=1))
             for link in agent.out_links:
-                h = agent.heads[link.dst](out) if link.dst in agent.heads else out
+                h = agent.project(link.dst, out)
                 if link.to_task:
                     outs[link.dst[len(TASK_PREFIX):]] = h
                 else:
@@ -266,6 +269,8 @@ class Engine:
         for name, agent in self.agents.items():
             if agent.state_sg is not None:
                 out.update(agent.state_sg.stats.read(f"sg/{name}-state"))
+            if agent.aux is not None:
+                out.update(agent.aux.stats.read(f"sg/{name}-aux"))
             for k in ("updates", "skipped", "idle", "synthetic_inputs"):
                 out[f"train/{name}/{k}"] = float(agent.counts[k])
         return out

@@ -33,11 +33,12 @@ class Graph:
     def out_edges(self, agent: str) -> list[EdgeSpec]:
         return [self.g.edges[agent, d]["spec"] for d in sorted(self.g.successors(agent))]
 
-    def context_size(self, context: str) -> int:
-        """Size of a context source: a task port (its context form) or an agent (its output)."""
+    def context_size(self, context: str, receiver: str | None = None) -> int:
+        """Size of a context source: a task port (its context form) or an agent (its message to
+        ``receiver``, which is what the receiver holds; its body output when no receiver is given)."""
         if is_port(context):
             return self.ports[context[len(TASK_PREFIX):]].context_size
-        return self.out_size[context]
+        return self.out_size[context] if receiver is None else self.msg_size[(context, receiver)]
 
     def component_of(self, agent: str) -> list[str]:
         return next(c for c in self.components if agent in c)
@@ -129,6 +130,9 @@ def build_graph(scenario: Scenario) -> Graph:
     in_size = {a: sum(msg_size[(s, a)] for s in g.predecessors(a)) for a in scenario.agents}
     graph = Graph(g, ports, order, components, out_size, msg_size, in_size)
     _check_interfaces(scenario, graph)
+    task_check = getattr(TASKS.get(scenario.task.kind).factory, "check_scenario", None)
+    if callable(task_check):  # optional task hook, e.g. "no sequence shorter than an agent's window T"
+        task_check(scenario.task, scenario)
     return graph
 
 
@@ -201,6 +205,17 @@ def _check_interfaces(scenario: Scenario, graph: Graph) -> None:
                                     f"{path}.synthetic_input.context")
             if si.context == e.dst:
                 raise ScenarioError("a synthetic input cannot be predicted from its own receiver",
+                                    f"{path}.synthetic_input.context")
+            if si.context == e.src:
+                raise ScenarioError(f"a synthetic input cannot be predicted from the message it replaces "
+                                    f"('{e.src}'): use a task port such as task.x or another agent",
+                                    f"{path}.synthetic_input.context")
+            if is_port(si.context) and graph.ports[si.context[len(TASK_PREFIX):]].role != "input":
+                raise ScenarioError(f"'{si.context}' is a loss port, unknown when the composed network runs: "
+                                    "predict the input from an input port or an agent",
+                                    f"{path}.synthetic_input.context")
+            if si.context in ports and graph.context_size(si.context) < 1:
+                raise ScenarioError(f"port '{si.context}' has no context form (size 0), so I cannot read it",
                                     f"{path}.synthetic_input.context")
             if si.context in agents and not graph.g.has_edge(si.context, e.dst):
                 raise ScenarioError(f"context agent '{si.context}' sends nothing to '{e.dst}': add an edge "

@@ -31,6 +31,9 @@ class Emission:
     inputs: dict[str, torch.Tensor]
     start: bool = False  # first step of a new sequence/episode: recurrent state resets
     end: bool = False  # last step of a sequence/episode: no future loss beyond it
+    # Per-row episode starts (vectorised environments, whose episodes end at different ticks): a bool
+    # tensor (batch,), True where that row's recurrent state must restart from zero. None: no row resets.
+    reset: torch.Tensor | None = None
 
 
 class System(Protocol):
@@ -60,6 +63,10 @@ class Task(Protocol):
 
     def forget(self, below: int) -> None: ...
 
+    # Optional: ``check_scenario(params, scenario)`` (a classmethod, cheap: no data loading) is called by the
+    # graph checks with the validated scenario; it raises ScenarioError naming the key path when the task
+    # cannot work with the agents as configured (e.g. a sequence shorter than a recurrent agent's window).
+    #
     # Optional: ``window_closed(ports)`` is called after the locked component feeding those loss ports
     # ran its backward pass and stepped; a task that holds outputs (to score them later, e.g. an
     # actor-critic loss that needs the next state's value) must drop them then.
