@@ -54,6 +54,11 @@ class Engine:
         self._build_interfaces()
         # some edge has a synthetic input: evaluation also scores the parts reading synthetic inputs only
         self.synthetic_inputs = any(link.si is not None for link in self.links.values())
+        # agent contexts of synthetic inputs, kept per id until I's target arrives (an inbox drops a message
+        # as soon as its receiver has processed that id, usually long before the real message comes)
+        self._contexts: dict[tuple[str, str], dict[int, torch.Tensor]] = {
+            (link.spec.interface.synthetic_input.context, link.dst): {} for link in self.links.values()
+            if link.si is not None and not is_port(link.spec.interface.synthetic_input.context)}
         self.components = [[self.agents[n] for n in comp] for comp in g.components]
         self.link_order = [self.links[(e.src, e.dst)] for a in g.order for e in g.out_edges(a)
                            if not is_port(e.dst)]
@@ -106,11 +111,15 @@ class Engine:
     def context(self, source: str, batch_id: int, receiver: str) -> torch.Tensor:
         if is_port(source):
             return self.task.context(source[len(TASK_PREFIX):], batch_id)
+        if (source, receiver) in self._contexts:
+            return self._contexts[(source, receiver)][batch_id]
         return self.links[(source, receiver)].inbox[batch_id].h.detach()
 
     def has_context(self, source: str, batch_id: int, receiver: str) -> bool:
         if is_port(source):
             return batch_id in self._live_set
+        if (source, receiver) in self._contexts:
+            return batch_id in self._contexts[(source, receiver)]
         return batch_id in self.links[(source, receiver)].inbox
 
     def live_ids(self, after: int) -> list[int]:
@@ -127,6 +136,8 @@ class Engine:
 
     def _arrive(self, link: Link, msg: Message) -> None:
         link.deliver(msg)
+        if (link.src, link.dst) in self._contexts:
+            self._contexts[(link.src, link.dst)][msg.batch_id] = msg.h.detach()
         if link.si is not None:
             receiver = self.agents[link.dst]
             source = link.spec.interface.synthetic_input.context
@@ -195,6 +206,9 @@ class Engine:
 
     def _forget(self) -> None:
         oldest = min(a.last_id for a in self.agents.values()) - self.horizon
+        for store in self._contexts.values():
+            for k in [k for k in store if k < oldest]:
+                del store[k]
         if self.live and self.live[0] < oldest:
             self.live = [k for k in self.live if k >= oldest]
             self._live_set = set(self.live)

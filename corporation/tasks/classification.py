@@ -112,6 +112,17 @@ class Classification:
 
     @torch.no_grad()
     def evaluate(self, system: System, synthetic: bool = False) -> dict[str, float]:
+        """``test/loss`` and ``test/accuracy`` of the agents composed as one network on real messages. When
+        the system has synthetic inputs (``system.synthetic_inputs``) also ``test/synthetic_loss`` and
+        ``test/synthetic_accuracy``: each agent reads its synthetic inputs instead (how well the parts
+        agree). ``synthetic=True`` scores only that view, under the plain names."""
+        out = self._score(system, synthetic)
+        if not synthetic and getattr(system, "synthetic_inputs", False):
+            view = self._score(system, True)
+            out.update({"test/synthetic_loss": view["test/loss"], "test/synthetic_accuracy": view["test/accuracy"]})
+        return out
+
+    def _score(self, system: System, synthetic: bool) -> dict[str, float]:
         loss_sum, correct = 0.0, 0
         bs = self.params.test_batch_size
         for i in range(0, len(self.x_test), bs):
