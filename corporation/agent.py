@@ -196,6 +196,9 @@ class Agent:
         g = self.state_sg.predict(self.boundary, state, None, tick)
         if self.aux is not None:
             self.aux.fit(self.state_sg, state, self.body, self.spec.state.aux_weight, tick)
+        sg = self.state_sg.params
+        if tick < sg.warmup or sg.scale == 0.0:
+            return  # g_hat forced to zero: add nothing, so this is exactly truncated BPTT (optimizer included)
         for s, part in zip(self.state, g.split([s.shape[1] for s in self.state], dim=1)):
             if s.requires_grad:
                 self.grads.append((s, part))

@@ -12,9 +12,10 @@ the last). Symbols are random vectors of ``bits`` bits (each bit 0/1 with probab
   2 + N + R * N steps.
 
 Loss: sigmoid cross-entropy of the logits, summed over the output channels, averaged over the batch (nats
-per output symbol); ``None`` on steps without a target. The error of a sequence batch is that loss in BITS
-per output symbol (log base 2), averaged over its output steps. **Solved**: a training batch at the current
-level with error below ``threshold`` (default 0.15 bits per output symbol). **Curriculum**: every success
+per output symbol); ``None`` on steps without a target. The error of a sequence batch is its number of
+wrong bits per output symbol (a bit is wrong when its logit has the other sign than its target; for repeat
+copy the end-marker channel counts as a bit), averaged over the batch and its output steps. **Solved**: a
+training batch at the current level with error below ``threshold`` (default 0.15 bits per symbol). **Curriculum**: every success
 advances the level at once: copy N -> N + 1; repeat copy grows N and R in turn (R when N > R, else N), so
 (2,1) -> (2,2) -> (3,2) -> (3,3) -> ... Nothing else advances it. ``max_solved_length`` is the largest
 solved length: N for copy, the output length N * R for repeat copy. See docs/rnn.md.
@@ -44,7 +45,7 @@ class CopyParams:
     batch_size: int = 32  # sequences in lockstep (B)
     min_len: int = 2  # N at the start of the curriculum
     max_len: int = 1000  # the curriculum stops growing N here
-    threshold: float = 0.15  # solved: error below this many bits per output symbol
+    threshold: float = 0.15  # solved: fewer wrong bits per output symbol than this
     test_batch_size: int = 128  # sequences scored by evaluate()
 
     def check(self, path: str) -> None:
@@ -140,7 +141,7 @@ class _Sequence:
         self.level, self.x, self.y, self.mask, self.first_id = level, x, y, mask, first_id
         self.outputs = int(mask.sum())
         self.scored = 0
-        self.nats = torch.zeros((), device=x.device)
+        self.wrong = torch.zeros((), device=x.device)  # wrong bits, summed over output steps, batch mean
 
 
 @TASKS.register("copy", CopyParams)
@@ -212,12 +213,12 @@ class Copy:
             return None
         loss = F.binary_cross_entropy_with_logits(output, seq.y[step], reduction="sum") / output.shape[0]
         with torch.no_grad():
-            seq.nats += loss.detach()
+            seq.wrong += ((output > 0).float() != seq.y[step]).float().sum() / output.shape[0]
             self._loss += loss.detach()
         self._loss_count += 1
         seq.scored += 1
         if seq.scored == seq.outputs:  # the batch is fully scored: judge it
-            error = float(seq.nats) / (seq.outputs * LN2)
+            error = float(seq.wrong) / seq.outputs
             self._errors.append(error)
             if error < self.params.threshold:
                 self.curriculum.success(seq.level)
@@ -234,7 +235,7 @@ class Copy:
             self._loss.zero_()
             self._loss_count = 0
         if self._errors:
-            out["train/bits"] = sum(self._errors) / len(self._errors)
+            out["train/bit_errors"] = sum(self._errors) / len(self._errors)
             self._errors.clear()
         return out
 
@@ -245,8 +246,8 @@ class Copy:
     # ----- evaluation --------------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, system: System) -> dict[str, float]:
-        """The composed system on a fixed test batch at the current level: bits per output symbol and the
-        fraction of wrong bits; plus the curriculum's max solved length (the reported score)."""
+        """The composed system on a fixed test batch at the current level: wrong bits and cross-entropy
+        bits per output symbol; plus the curriculum's max solved length (the reported score)."""
         level = self.curriculum.level
         gen = torch.Generator().manual_seed(self.eval_seed)
         x, y, mask = self._batch(level, self.params.test_batch_size, gen)
@@ -256,10 +257,10 @@ class Copy:
             out = system.compose({"x": x[step]})["y"]
             if mask[step]:
                 nats += float(F.binary_cross_entropy_with_logits(out, y[step], reduction="sum")) / out.shape[0]
-                wrong += float(((out > 0).float() != y[step]).float().mean())
+                wrong += float(((out > 0).float() != y[step]).float().sum()) / out.shape[0]
         outputs = int(mask.sum())
         return {"test/max_solved_length": float(self.curriculum.max_solved_length),
-                "test/bits": nats / (outputs * LN2), "test/bit_error_rate": wrong / outputs,
+                "test/bits": nats / (outputs * LN2), "test/bit_errors": wrong / outputs,
                 "test/length": float(self.curriculum.length(*level))}
 
 
