@@ -104,22 +104,29 @@ def plot(results: list[dict[str, Any]], datasets: list[str], layers: list[int], 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 1 + len(datasets), figsize=(4.2 * (1 + len(datasets)), 3.4), sharey=False)
+    from matplotlib.ticker import ScalarFormatter
+
+    fig, axes = plt.subplots(1, 1 + len(datasets), figsize=(4.2 * (1 + len(datasets)), 3.4))
+    style = {m: (mk, 0.06 * (i - 1.5)) for i, (m, mk) in enumerate(zip(METHODS, "osD^"))}  # marker, x offset
     for m in METHODS:
-        axes[0].plot(PAPER_LAYERS, PAPER[m], marker="o", label=TITLES[m])
+        axes[0].plot([n + style[m][1] for n in PAPER_LAYERS], PAPER[m], marker=style[m][0], label=TITLES[m])
     axes[0].set_title("paper: MNIST FCN, 500k iterations")
     for ax, ds in zip(axes[1:], datasets):
         for m in METHODS:
-            pts = [(n, statistics.mean(v)) for n in layers
+            pts = [(n + style[m][1], statistics.mean(v)) for n in layers
                    if (v := [r["test_error"] for r in results if (r["dataset"], r["layers"], r["method"]) == (ds, n, m)])]
             if pts:
-                ax.plot(*zip(*pts), marker="o", label=TITLES[m])
+                ax.plot(*zip(*pts), marker=style[m][0], label=TITLES[m])
         ax.set_title(f"ours: {ds}, {results[0]['budget'][ds]} ticks" if results else ds)
     for ax in axes:
         ax.set_xlabel("layers")
         ax.set_ylabel("test error %")
         ax.set_yscale("log")
-        ax.grid(alpha=0.3)
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(ScalarFormatter())
+        ax.tick_params(axis="y", which="minor", labelsize=7)
+        ax.set_xticks(sorted(set(layers) | set(PAPER_LAYERS)))
+        ax.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -142,7 +149,8 @@ def write_md(path: Path, results: list[dict[str, Any]], args: argparse.Namespace
              f"agent, a DNI on every agent-to-agent edge. DNI: unconditioned M with {args.dni_hidden} hidden "
              f"layers of {args.dni_width}; cDNI: linear M conditioned on the one-hot label; no backprop: "
              "sg.scale=0 (only the top layer learns).",
-             f"- Seeds: {', '.join(map(str, args.seeds))} (cells: mean ± sd over seeds when more than one).",
+             "- Seeds: " + "; ".join(f"{ds} {', '.join(map(str, sorted({r['seed'] for r in results if r['dataset'] == ds})))}"
+                                     for ds in args.datasets) + " (cells: mean ± sd over seeds when more than one).",
              f"- Runs: {len(results)}; total wall {wall / 60:.1f} min, CPU {cpu / 60:.1f} min "
              f"(torch threads {torch.get_num_threads()}, device cpu, on a shared 2-core machine).",
              "", "Test error % of the composed network; in brackets the paper's MNIST FCN after 500k iterations "
@@ -168,6 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dni-hidden", type=int, default=2)
     ap.add_argument("--dni-width", type=int, default=256)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cached-only", action="store_true", help="no new runs: rebuild the page from --json")
     ap.add_argument("--out", type=Path, default=ROOT / "docs/results/feedforward.md")
     ap.add_argument("--json", type=Path, default=ROOT / "runs/feedforward/results.json",
                     help="raw results; existing entries for the same run are reused (resume)")
@@ -178,9 +187,11 @@ def main(argv: list[str] | None = None) -> None:
         ds, _, n = item.rpartition("=")
         for d in ([ds] if ds else args.datasets):
             args.budget[d] = int(n)
-    command = "OMP_NUM_THREADS=1 python experiments/feedforward.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    given = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--cached-only"]
+    command = "OMP_NUM_THREADS=1 python experiments/feedforward.py " + " ".join(given)
     done: list[dict[str, Any]] = json.loads(args.json.read_text()) if args.json.exists() else []
     args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     grid = [(ds, n, m, s) for s in args.seeds for ds in args.datasets for n in args.layers for m in args.methods]
     results = []
     print(f"{len(grid)} runs, torch threads {torch.get_num_threads()}, budget {args.budget}", flush=True)
@@ -188,6 +199,8 @@ def main(argv: list[str] | None = None) -> None:
         key = {"dataset": ds, "layers": n, "method": m, "seed": s, "ticks": args.budget[ds], "lr": args.lr,
                "dni": [args.dni_hidden, args.dni_width] if m == "dni" else None}
         prev = next((r for r in done if all(r.get(k) == v for k, v in key.items())), None)
+        if prev is None and args.cached_only:
+            continue
         r = prev or {**key, **run_one(scenario(ds, n, m, s, args.budget[ds], args.lr, args.dni_hidden,
                                                args.dni_width))}
         r["budget"] = args.budget
