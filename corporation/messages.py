@@ -23,6 +23,7 @@ class Message:
     sent: int
     start: bool = False
     end: bool = False
+    reset: torch.Tensor | None = None  # bool per row: that row's episode starts here (see Emission.reset)
 
 
 @dataclass
@@ -122,8 +123,8 @@ class Link:
     def detach_graphs(self) -> None:
         """Cut the autograd graph of messages still waiting on a locked edge (after an update)."""
         for k, m in self.inbox.items():
-            self.inbox[k] = Message(m.batch_id, m.h.detach(), m.sent, m.start, m.end)
-        self.in_flight = [(d, Message(m.batch_id, m.h.detach(), m.sent, m.start, m.end))
+            self.inbox[k] = Message(m.batch_id, m.h.detach(), m.sent, m.start, m.end, m.reset)
+        self.in_flight = [(d, Message(m.batch_id, m.h.detach(), m.sent, m.start, m.end, m.reset))
                           for d, m in self.in_flight]
         if self.newest is not None:
             self.newest = self.inbox.get(self.newest.batch_id, self.newest)

@@ -1,0 +1,133 @@
+"""A2C inside the tick model: one action port's rollout segment, its loss, and episode bookkeeping.
+
+The task sees the acting agent's output once per tick (``loss(port, id, output)``); it samples an action,
+steps the environment and stores the transition WITH its autograd graph (log-prob, entropy, value). A
+transition can only be trained inside the update window that produced its graph: once the agent's locked
+component has stepped (``window_closed``), stored graphs are spent. So, at the LAST output of each window,
+the task returns the loss of every stored transition of that window, bootstrapped with that last output's
+value (detached); that last transition's env step is taken but never trained on (one transition of the
+window is lost: an update window of T ticks trains T - 1 transitions with up-to-(T-1)-step returns).
+
+The rollout learns the window length T from the calls between two ``window_closed`` (the first window is
+therefore lost too); T = 1 cannot train anything and is an error (set the agent's ``update.unroll >= 2``).
+
+Loss, averaged over the window's valid (transition, row) pairs:
+``-log pi(a|s) * A + value_coef * 0.5 * (R - V)^2 - entropy_coef * H``, with the n-step return
+``R_t = r_t + gamma * R_{t+1}`` cut at termination (R = r), bootstrapped at truncation with the
+transition's own V(s_t) (the final observation's value is not computable by the task), at the window's end
+with the last value, and advantage ``A = R - V`` (detached).
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import CorporationError
+
+
+@dataclass
+class Transition:
+    logp: torch.Tensor  # (N,) with graph
+    entropy: torch.Tensor  # (N,) with graph
+    value: torch.Tensor  # (N,) with graph
+    valid: torch.Tensor  # (N,) bool: rows whose agent acted in a live episode
+    reward: torch.Tensor | None = None  # filled once the env has stepped
+    terminated: torch.Tensor | None = None
+    truncated: torch.Tensor | None = None
+
+
+class Rollout:
+    """The stored transitions of one action port within the current update window."""
+
+    def __init__(self, port: str, gamma: float, value_coef: float, entropy_coef: float):
+        self.port = port
+        self.gamma = gamma
+        self.value_coef = value_coef
+        self.entropy_coef = entropy_coef
+        self.steps: list[Transition] = []
+        self.calls = 0  # outputs seen in the current window
+        self.window: int | None = None  # learned window length (outputs per update window)
+        self.dropped = 0
+        self.stats = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "updates": 0}
+
+    def on_output(self, value: torch.Tensor) -> torch.Tensor | None:
+        """Called with each output's value BEFORE its transition is added: the window's loss, or None."""
+        self.calls += 1
+        if self.window is not None and self.calls >= self.window and self.steps:
+            loss = self.loss(value.detach())
+            self.steps.clear()
+            return loss
+        return None
+
+    def add(self, step: Transition) -> None:
+        self.steps.append(step)
+
+    def window_closed(self) -> None:
+        """The agent stepped: the stored graphs are spent. Learn the window length from this window."""
+        if self.calls == 1 and self.window == 1:  # two windows of one output each
+            raise CorporationError(f"the agent feeding task.{self.port} updates after every output "
+                                   "(update.unroll: 1): an actor-critic update needs update.unroll >= 2 "
+                                   "(it trains unroll - 1 transitions per update)")
+        if self.calls:
+            self.window = self.calls
+        self.dropped += len(self.steps)
+        self.steps.clear()
+        self.calls = 0
+
+    def loss(self, bootstrap: torch.Tensor) -> torch.Tensor:
+        ret = bootstrap
+        returns = []
+        for s in reversed(self.steps):
+            nxt = torch.where(s.terminated, torch.zeros_like(ret),
+                              torch.where(s.truncated, s.value.detach(), ret))
+            ret = s.reward + self.gamma * nxt
+            returns.append(ret)
+        returns.reverse()
+        R = torch.stack(returns)
+        V = torch.stack([s.value for s in self.steps])
+        logp = torch.stack([s.logp for s in self.steps])
+        ent = torch.stack([s.entropy for s in self.steps])
+        mask = torch.stack([s.valid for s in self.steps]).to(V.dtype)
+        count = mask.sum().clamp_min(1.0)
+        adv = (R - V).detach()
+        policy = (-(logp * adv) * mask).sum() / count
+        value = (0.5 * (R - V) ** 2 * mask).sum() / count
+        entropy = (ent * mask).sum() / count
+        st = self.stats
+        st["policy_loss"] += float(policy.detach())
+        st["value_loss"] += float(value.detach())
+        st["entropy"] += float(entropy.detach())
+        st["updates"] += 1
+        return policy + self.value_coef * value - self.entropy_coef * entropy
+
+    def read(self, prefix: str) -> dict[str, float]:
+        """Loss components averaged since the last read; dropped transitions so far."""
+        st = self.stats
+        out = {f"{prefix}/dropped_transitions": float(self.dropped)}
+        if st["updates"]:
+            for k in ("policy_loss", "value_loss", "entropy"):
+                out[f"{prefix}/{k}"] = st[k] / st["updates"]
+        self.stats = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "updates": 0}
+        return out
+
+
+class Episodes:
+    """Per-row running returns of vectorised episodes; the last ``keep`` finished episodes' returns."""
+
+    def __init__(self, rows: int, keep: int = 100):
+        self.running = np.zeros(rows, dtype=np.float64)
+        self.done: deque[float] = deque(maxlen=keep)
+        self.count = 0
+
+    def add(self, reward: np.ndarray, ended: np.ndarray, live: np.ndarray | None = None) -> None:
+        self.running += np.where(live, reward, 0.0) if live is not None else reward
+        for i in np.flatnonzero(ended):
+            self.done.append(float(self.running[i]))
+            self.running[i] = 0.0
+            self.count += 1
+
+    def mean(self) -> float | None:
+        return float(np.mean(self.done)) if self.done else None

@@ -1,0 +1,223 @@
+"""Task ``gymnasium``: any registered Gymnasium environment, vectorised, trained by A2C (see ``a2c.py``).
+
+Ports: ``task.obs`` (input: the N environments' observations, flattened / one-hot; as a context, the same)
+and ``task.act`` (loss port: the acting agent's output in the layout of :mod:`corporation.envs.spaces`,
+e.g. ``[logits | value]`` for a Discrete action space; it carries no context).
+
+One emitted batch = one vectorised step: ``task.obs`` at tick t holds the N current observations (batch id
+t); when the agent's output for id t reaches ``task.act`` the task samples the N actions (from its own
+seeded generator), steps the ``SyncVectorEnv`` (same-step autoreset: a finished row comes back already
+reset) and stores the transition. No new batch is emitted while an action is awaited, so the env runs at
+the acting agent's pace whatever the clocks and latencies. Episode boundaries: the first batch has
+``start``; afterwards ``Emission.reset`` marks the rows whose episode just restarted, and recurrent agents
+zero those rows' state (the carried state's synthetic-gradient target is then zero for those rows).
+Seeding: ``reset(seed=s)`` once, s drawn from the task's generator (row i gets s + i); tests use greedy
+actions on ``test_episodes`` fresh environments seeded ``test_seed + i``.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+from ..errors import CorporationError, ScenarioError, did_you_mean
+from ..registry import TASKS
+from ..schema import positive
+from ..tasks.base import Emission, Port, System
+from .a2c import Episodes, Rollout, Transition
+from .spaces import ActionHead, ObsCodec, UnsupportedSpace, action_head
+
+
+def check_env_id(env: str, path: str) -> None:
+    """Import ``module:`` prefixes, then require a registered id (with a did-you-mean from the registry)."""
+    if ":" in env:
+        module = env.split(":", 1)[0]
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise ScenarioError(f"cannot import module '{module}' for env '{env}': {e}", path) from None
+        env = env.split(":", 1)[1]
+    if env not in gym.envs.registry:
+        raise ScenarioError(f"unknown Gymnasium env id '{env}'{did_you_mean(env, gym.envs.registry.keys())}",
+                            path)
+
+
+def make_env(env: str, kwargs: dict[str, Any]) -> gym.Env:
+    return gym.make(env, **kwargs)
+
+
+@functools.lru_cache(maxsize=32)
+def _spaces(env: str, kwargs_json: str) -> tuple[Any, Any]:
+    e = make_env(env, json.loads(kwargs_json))
+    try:
+        return e.observation_space, e.action_space
+    finally:
+        e.close()
+
+
+def env_spaces(env: str, kwargs: dict[str, Any], path: str) -> tuple[Any, Any]:
+    """(observation space, action space) of one copy of ``env`` (cached); failures are one-line errors."""
+    try:
+        return _spaces(env, json.dumps(kwargs, sort_keys=True))
+    except Exception as e:  # a missing extra (box2d, mujoco...), a bad kwarg: the env's own message
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ScenarioError(f"cannot make env '{env}': {type(e).__name__}: {msg}", path) from None
+
+
+@dataclass
+class GymParams:
+    """Keys of ``task: {kind: gymnasium, ...}`` (docs/rl.md)."""
+
+    kind: str = "gymnasium"
+    env: str = "CartPole-v1"  # a registered id, or "module:Id" (the module is imported first)
+    env_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to gymnasium.make
+    num_envs: int = 16  # vectorised environments = rows of a batch
+    gamma: float = 0.99
+    value_coef: float = 0.5
+    entropy_coef: float = 0.01
+    reward_scale: float = 1.0  # rewards are multiplied by this in the loss (metrics stay raw)
+    test_episodes: int = 10
+    test_seed: int = 1_000_000
+    test_max_steps: int = 100_000
+
+    def check(self, path: str) -> None:
+        positive(self.num_envs, path, "num_envs")
+        positive(self.value_coef, path, "value_coef", allow_zero=True)
+        positive(self.entropy_coef, path, "entropy_coef", allow_zero=True)
+        positive(self.reward_scale, path, "reward_scale")
+        positive(self.test_episodes, path, "test_episodes", allow_zero=True)
+        positive(self.test_max_steps, path, "test_max_steps")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ScenarioError(f"must be within [0, 1], got {self.gamma}", f"{path}.gamma")
+        check_env_id(self.env, f"{path}.env")
+        obs_space, act_space = env_spaces(self.env, self.env_kwargs, f"{path}.env")
+        try:
+            ObsCodec.of(obs_space)
+        except UnsupportedSpace as e:
+            raise ScenarioError(f"env '{self.env}': {e}", f"{path}.env") from None
+        try:
+            action_head(act_space)
+        except UnsupportedSpace as e:
+            raise ScenarioError(f"env '{self.env}': {e}", f"{path}.env") from None
+
+
+def check_acting_agent(scenario: Any, port: str) -> None:
+    """The agent feeding an action port must update every >= 2 outputs (see a2c.py)."""
+    for e in scenario.edges:
+        if e.dst == f"task.{port}" and e.src in scenario.agents:
+            if scenario.agents[e.src].update.unroll < 2:
+                raise ScenarioError(f"'{e.src}' feeds task.{port}, an actor-critic port: it needs unroll >= 2 "
+                                    "(an update trains unroll - 1 transitions)", f"agents.{e.src}.update.unroll")
+
+
+@TASKS.register("gymnasium", GymParams)
+class GymTask:
+    """A vectorised Gymnasium environment as a task (module doc)."""
+
+    def __init__(self, params: GymParams, device: torch.device, generator: torch.Generator):
+        self.params = params
+        self.device = device
+        self.generator = generator
+        obs_space, act_space = env_spaces(params.env, params.env_kwargs, "task.env")
+        self.codec = ObsCodec.of(obs_space)
+        self.head: ActionHead = action_head(act_space)
+        fn = functools.partial(make_env, params.env, params.env_kwargs)
+        self.env = SyncVectorEnv([fn] * params.num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+        self.obs, _ = self.env.reset(seed=seed)
+        self.start = True
+        self.reset_rows: np.ndarray | None = None
+        self.pending: int | None = None
+        self.inputs: dict[int, torch.Tensor] = {}
+        self.rollout = Rollout("act", params.gamma, params.value_coef, params.entropy_coef)
+        self.episodes = Episodes(params.num_envs)
+        self.env_steps = 0
+
+    @classmethod
+    def ports(cls, params: GymParams) -> dict[str, Port]:
+        obs_space, act_space = env_spaces(params.env, params.env_kwargs, "task.env")
+        size = ObsCodec.of(obs_space).size
+        return {"obs": Port("obs", "input", size, size), "act": Port("act", "loss", action_head(act_space).size, 0)}
+
+    @classmethod
+    def check_scenario(cls, params: GymParams, scenario: Any) -> None:
+        check_acting_agent(scenario, "act")
+
+    def emit(self, tick: int) -> Emission | None:
+        if self.pending is not None:
+            return None  # the acting agent has not answered the last observation yet
+        x = self.codec.encode(self.obs, self.device)
+        self.inputs[tick] = x
+        self.pending = tick
+        reset = None
+        if self.reset_rows is not None and self.reset_rows.any():
+            reset = torch.as_tensor(self.reset_rows, device=self.device)
+        emission = Emission({"obs": x}, start=self.start, reset=reset)
+        self.start = False
+        return emission
+
+    def context(self, port: str, batch_id: int) -> torch.Tensor:
+        x = self.inputs[batch_id]
+        return x if port == "obs" else x.new_zeros(x.shape[0], 0)
+
+    def loss(self, port: str, batch_id: int, output: torch.Tensor) -> torch.Tensor | None:
+        if batch_id != self.pending:
+            raise CorporationError(f"task.act got an output for batch {batch_id}, expected {self.pending}")
+        params, value = self.head.split(output)
+        loss = self.rollout.on_output(value)
+        action, logp, entropy = self.head.sample(params, self.generator)
+        obs, reward, terminated, truncated, _ = self.env.step(self.head.to_env(action))
+        ended = np.logical_or(terminated, truncated)
+        self.episodes.add(reward, ended)
+        dev = output.device
+        self.rollout.add(Transition(logp, entropy, value, torch.ones_like(value, dtype=torch.bool),
+                                    torch.as_tensor(reward * self.params.reward_scale, dtype=value.dtype, device=dev),
+                                    torch.as_tensor(terminated, device=dev), torch.as_tensor(truncated, device=dev)))
+        self.obs, self.reset_rows, self.pending = obs, ended, None
+        self.env_steps += len(ended)
+        return loss
+
+    def window_closed(self, ports: list[str]) -> None:
+        if "act" in ports:
+            self.rollout.window_closed()
+
+    def train_metrics(self) -> dict[str, float]:
+        out = {"train/env_steps": float(self.env_steps), "train/episodes": float(self.episodes.count)}
+        mean = self.episodes.mean()
+        if mean is not None:
+            out["train/episode_return"] = mean
+        out.update(self.rollout.read("train"))
+        return out
+
+    @torch.no_grad()
+    def evaluate(self, system: System) -> dict[str, float]:
+        """Greedy actions on ``test_episodes`` fresh environments with fixed seeds, one episode each."""
+        n = self.params.test_episodes
+        if n == 0:
+            return {}
+        envs = [make_env(self.params.env, self.params.env_kwargs) for _ in range(n)]
+        obs = [e.reset(seed=self.params.test_seed + i)[0] for i, e in enumerate(envs)]
+        returns, live = np.zeros(n), np.ones(n, dtype=bool)
+        for _ in range(self.params.test_max_steps):
+            out = system.compose({"obs": self.codec.encode(np.stack(obs), self.device)})["act"]
+            actions = self.head.to_env(self.head.greedy(self.head.split(out)[0]))
+            for i in np.flatnonzero(live):
+                obs[i], r, term, trunc, _ = envs[i].step(actions[i])
+                returns[i] += r
+                live[i] = not (term or trunc)
+            if not live.any():
+                break
+        for e in envs:
+            e.close()
+        return {"test/episode_return": float(returns.mean())}
+
+    def forget(self, below: int) -> None:
+        for k in [k for k in self.inputs if k < below]:
+            del self.inputs[k]

@@ -1,0 +1,143 @@
+"""The RL experiments of docs/results/rl.md: CartPole (backprop vs DNI between perception and control) and
+MPE speaker-listener (DNI communication vs a speaker with no learning signal vs DIAL-style backprop).
+
+    python experiments/rl.py run cartpole --seeds 0 1 2 [--jobs 2]
+    python experiments/rl.py run speaker_listener --seeds 0 1 2
+    python experiments/rl.py report          # tables (stdout) + docs/results/rl_*.png
+
+Each run is ``python -m corporation run`` in a subprocess (single-threaded) writing runs/rl/<exp>-<variant>-<seed>/;
+a run whose summary.json exists is skipped. The report reads those folders only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS = ROOT / "runs" / "rl"
+DOCS = ROOT / "docs" / "results"
+EXPERIMENTS = {
+    "cartpole": {"dni": [], "backprop": ["interface.kind=backprop"]},
+    "speaker_listener": {"dni": [], "no_signal": ["interface.sg.scale=0"], "backprop": ["interface.kind=backprop"]},
+}
+
+
+def run_one(exp: str, variant: str, seed: int) -> str:
+    out = RUNS / f"{exp}-{variant}-{seed}"
+    if (out / "summary.json").exists():
+        return f"{out.name}: done already"
+    cmd = [sys.executable, "-m", "corporation", "run", str(ROOT / "scenarios" / f"{exp}.yaml"), "--seed", str(seed),
+           "--out", str(out), "--quiet"]
+    for o in EXPERIMENTS[exp][variant]:
+        cmd += ["--set", o]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        return f"{out.name}: FAILED {proc.stderr.strip().splitlines()[-1:]}"
+    s = json.loads((out / "summary.json").read_text())
+    return f"{out.name}: {s['wall_s']:.0f} s, final {s['final'].get('train/episode_return')}"
+
+
+def load(exp: str, variant: str, seed: int) -> tuple[dict, list[dict]] | None:
+    out = RUNS / f"{exp}-{variant}-{seed}"
+    if not (out / "summary.json").exists():
+        return None
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
+    return json.loads((out / "summary.json").read_text()), rows
+
+
+def curve(rows: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
+    pts = [(r["train/env_steps"], r[key]) for r in rows if r.get(key) is not None and "train/env_steps" in r]
+    return np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
+
+
+def report(seeds: list[int]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    DOCS.mkdir(parents=True, exist_ok=True)
+    for exp, variants in EXPERIMENTS.items():
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        print(f"## {exp}")
+        print("| variant | seed | wall s | final train return (last 100 ep.) | final test return | "
+              "first env step with train >= 450 |")
+        print("|---|---|---|---|---|---|")
+        for ci, variant in enumerate(variants):
+            runs = [(s, load(exp, variant, s)) for s in seeds]
+            runs = [(s, r) for s, r in runs if r is not None]
+            if not runs:
+                continue
+            for k, (key, ax) in enumerate(zip(("train/episode_return", "test/episode_return"), axes)):
+                for j, (seed, (_, rows)) in enumerate(runs):
+                    x, y = curve(rows, key)
+                    ax.plot(x, y, color=f"C{ci}", alpha=0.8, lw=1.2, label=variant if j == 0 else None)
+                ax.set_title(("training (last 100 episodes, sampled actions)" if k == 0
+                              else "test (greedy, fixed seeds)"))
+                ax.set_xlabel("environment steps")
+                ax.set_ylabel("episode return")
+            for seed, (summary, rows) in runs:
+                x, y = curve(rows, "train/episode_return")
+                hit = x[y >= 450][0] if exp == "cartpole" and (y >= 450).any() else None
+                f = summary["final"]
+                print(f"| {variant} | {seed} | {summary['wall_s']:.0f} | {f.get('train/episode_return', float('nan')):.1f} "
+                      f"| {f.get('test/episode_return', float('nan')):.1f} | {hit if hit is not None else '-'} |")
+        for ax in axes:
+            ax.grid(alpha=0.3)
+            ax.legend()
+        fig.suptitle(f"{exp}: {len(seeds)} seeds per variant, one line per seed")
+        fig.tight_layout()
+        fig.savefig(DOCS / f"rl_{exp}.png", dpi=110)
+        plt.close(fig)
+        summary_table(exp, variants, seeds)
+
+
+def summary_table(exp: str, variants: dict, seeds: list[int]) -> None:
+    """Mean +- std over seeds of the final train return and of the mean train return over the run's last 20%."""
+    print(f"\n| {exp} variant | seeds | final train return mean +- std | last-20% train return mean +- std |")
+    print("|---|---|---|---|")
+    for variant in variants:
+        finals, lates = [], []
+        for s in seeds:
+            r = load(exp, variant, s)
+            if r is None:
+                continue
+            x, y = curve(r[1], "train/episode_return")
+            finals.append(y[-1])
+            lates.append(y[x >= 0.8 * x[-1]].mean())
+        if finals:
+            print(f"| {variant} | {len(finals)} | {np.mean(finals):.1f} +- {np.std(finals):.1f} "
+                  f"| {np.mean(lates):.1f} +- {np.std(lates):.1f} |")
+    print()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("command", choices=["run", "report"])
+    p.add_argument("experiment", nargs="?", choices=list(EXPERIMENTS))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--variants", nargs="+")
+    p.add_argument("--jobs", type=int, default=2)
+    a = p.parse_args()
+    if a.command == "report":
+        report(a.seeds)
+        return
+    if a.experiment is None:
+        p.error("run needs an experiment")
+    variants = a.variants or list(EXPERIMENTS[a.experiment])
+    jobs = [(a.experiment, v, s) for s in a.seeds for v in variants]
+    with ThreadPoolExecutor(a.jobs) as pool:
+        for line in pool.map(lambda j: run_one(*j), jobs):
+            print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
