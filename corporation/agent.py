@@ -16,7 +16,6 @@ from torch import nn
 from .clock import fires
 from .interfaces import Stats
 from .messages import Link, Message
-from .models import init_parameters
 from .optim import lr_at, make_optimizer, set_lr
 from .spec import TASK_PREFIX, AgentSpec
 
@@ -268,7 +267,7 @@ class Agent:
 
 
 class AuxHead(nn.Module):
-    """DNI + Aux: a linear head that predicts, from each carried state s_i of the window (for an LSTM the
+    """DNI + Aux: a zero-initialised linear head that predicts, from each carried state s_i of the window (for an LSTM the
     concatenated (h, c), states after a sequence start only), the synthetic gradient M(s_end) of the
     window's END boundary (zero where the sequence ends there): "the synthetic gradient T steps ahead".
     The regression ``aux_weight * mean_i ||A(s_i) - M(s_end)||^2`` (summed over units, batch mean; the
@@ -281,9 +280,9 @@ class AuxHead(nn.Module):
         size = body.state_size()
         with torch.random.fork_rng(devices=[]):
             self.net = nn.Linear(size, size)
-        own = torch.Generator()
-        own.set_state(generator.get_state())  # a copy: the agent's own stream is left untouched
-        init_parameters(self.net, own)
+        with torch.no_grad():  # zero-initialised (like M): no aux gradient reaches the core until A learns
+            self.net.weight.zero_()
+            self.net.bias.zero_()
         device = next(body.parameters()).device
         self.net.to(device)
         self.optimizer = make_optimizer(spec.state.sg.optimizer or spec.optimizer, self.net.parameters())
