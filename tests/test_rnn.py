@@ -203,21 +203,19 @@ def test_aux_head_trains_the_core_and_is_one_set_away() -> None:
     assert not torch.equal(wp, wa)
 
 
-def _copy_run(kind: str, seed: int) -> float:
-    raw = seq_raw(kind=kind, unroll=2, model={"kind": "lstm", "hidden": 64},
-                  task={"bits": 4, "batch_size": 32, "min_len": 3, "max_len": 3},
-                  state={"sg": {"hidden": 0, "scale": 0.1}}, lr=3.0e-3)
-    raw["seed"] = seed
+def _copy_run(kind: str) -> float:
+    raw = seq_raw(kind=kind, unroll=2, model={"kind": "gru", "hidden": 32},
+                  task={"bits": 2, "batch_size": 32, "min_len": 3, "max_len": 3},
+                  state={"sg": {"hidden": 0, "scale": 0.3}}, lr=1.0e-2)
     engine = Engine(from_dict(raw))
-    engine.run(TICKS)
-    return engine.evaluate()["test/bits"]
-
-
-TICKS = 2500
+    engine.run(2000)
+    return engine.evaluate()["test/bit_errors"]
 
 
 def test_seeded_short_copy_run_dni_beats_bptt_at_T2() -> None:
-    """Copy at N = 3 with T = 2 (the dependency spans 4 steps, two windows): after the same number of
-    samples DNI's test error (cross-entropy bits per symbol) is clearly below truncated BPTT's."""
-    bptt, dni = _copy_run("bptt", 0), _copy_run("dni", 0)
-    assert dni < 0.8 * bptt, (dni, bptt)
+    """Copy at N = 3 with T = 2 (a symbol is written 4 steps after it is read, two windows later): after
+    the same 2,000 ticks (about 9,100 sequences) DNI makes clearly fewer wrong bits per output symbol than
+    truncated BPTT (seed 0: 0.26 vs 0.47; seeds 1 and 2: 0.41 vs 0.71, 0.26 vs 0.61). With g_hat forced
+    to zero, or a wrong target, DNI is no better than BPTT and this fails."""
+    bptt, dni = _copy_run("bptt"), _copy_run("dni")
+    assert dni < 0.75 * bptt, (dni, bptt)
