@@ -23,7 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from corporation import Engine, load  # noqa: E402
+from corporation import Engine, load
 
 
 def corpus(folder: Path) -> Path:

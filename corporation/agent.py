@@ -67,7 +67,7 @@ class Agent:
         self.boundary = 0  # window boundaries passed: the ids of the state M's records
         self.aux: AuxHead | None = None  # DNI + Aux (state.aux): predicts the next boundary's g_hat
         if spec.state.aux and self.recurrent:
-            self.aux = AuxHead(body, spec, generator)
+            self.aux = AuxHead(body, spec)
         self.last_end = False
         self.eval_state: Any = None
         self.last_id = -1
@@ -267,15 +267,15 @@ class Agent:
 
 
 class AuxHead(nn.Module):
-    """DNI + Aux: a zero-initialised linear head that predicts, from each carried state s_i of the window (for an LSTM the
-    concatenated (h, c), states after a sequence start only), the synthetic gradient M(s_end) of the
-    window's END boundary (zero where the sequence ends there): "the synthetic gradient T steps ahead".
-    The regression ``aux_weight * mean_i ||A(s_i) - M(s_end)||^2`` (summed over units, batch mean; the
-    target is M's raw per-example output, detached) is an auxiliary loss only: it trains A and this agent's
-    recurrent body, its value is never used, and its gradient reaching the window-start state is discarded,
-    so the state M's target stays exactly the bootstrapped one. See docs/rnn.md."""
+    """DNI + Aux: a zero-initialised linear head A that predicts, from each carried state s_i of the window
+    (for an LSTM the concatenated (h, c); states after a sequence start only), the synthetic gradient
+    M(s_end) of the window's END boundary (zero where the sequence ends there): "the synthetic gradient
+    T steps ahead". The regression ``aux_weight * mean_i ||A(s_i) - M(s_end)||^2`` (summed over units,
+    batch mean; the target is M's raw per-example output, detached) is an auxiliary loss only: it trains A
+    and this agent's recurrent body, its value is never used, and its gradient never reaches the
+    window-start state, so the state M's target stays exactly the bootstrapped one. See docs/rnn.md."""
 
-    def __init__(self, body: nn.Module, spec: AgentSpec, generator: torch.Generator):
+    def __init__(self, body: nn.Module, spec: AgentSpec):
         super().__init__()
         size = body.state_size()
         with torch.random.fork_rng(devices=[]):

@@ -45,10 +45,10 @@ def run_one(task: str, method: str, unroll: int, seed: int, ticks: int, out: Pat
     if not summary.is_file():
         sets = [*METHODS[method], f"agents.lstm.update.unroll={unroll}", f"train.ticks={ticks}"]
         cmd = [sys.executable, "-m", "corporation", "run", str(ROOT / "scenarios" / f"{task}.yaml"), "--quiet",
-               "--seed", str(seed), "--out", str(folder), *sum((["--set", s] for s in sets), [])]
+               "--seed", str(seed), "--out", str(folder), *[a for s in sets for a in ("--set", s)]]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         started = time.time()
-        r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
         if r.returncode != 0:
             raise SystemExit(f"{folder.name} failed: {r.stderr.strip()}")
         print(f"{folder.name}: {time.time() - started:.0f} s", flush=True)
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tasks", nargs="+", default=list(WINDOWS), choices=list(WINDOWS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    p.add_argument("--copy-ticks", type=int, default=25000, help="ticks per copy and repeat-copy run")
+    p.add_argument("--copy-ticks", type=int, default=40000, help="ticks per copy and repeat-copy run")
     p.add_argument("--char-ticks", type=int, default=8000, help="ticks per char-LM run")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time (each single-threaded)")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "rnn")

@@ -2,7 +2,6 @@
 state resets at sequence boundaries, and a seeded learning comparison on copy."""
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import pytest
@@ -132,6 +131,18 @@ def test_no_synthetic_gradient_at_sequence_end() -> None:
         assert (w["g"] is None) == end
 
 
+def recording(loss_fn, into: list):
+    """Wrap a task's ``loss`` so every non-None loss is also appended to ``into``."""
+
+    def loss(*args):
+        value = loss_fn(*args)
+        if value is not None:
+            into.append(value.detach().clone())
+        return value
+
+    return loss
+
+
 @pytest.mark.parametrize("how", ["scale", "warmup"])
 def test_dni_with_zero_synthetic_gradient_equals_truncated_bptt(how: str) -> None:
     """Forcing g_hat to zero (scale 0, or a warm-up longer than the run) gives plain truncated BPTT,
@@ -142,9 +153,8 @@ def test_dni_with_zero_synthetic_gradient_equals_truncated_bptt(how: str) -> Non
     for kind in ("bptt", "dni"):
         raw = seq_raw(kind=kind, unroll=3, model=model, state={"sg": sg} if kind == "dni" else {})
         engine = Engine(from_dict(raw))
-        losses = []
-        engine.task.loss = (lambda f: lambda *a: (lambda v: (losses.append(v) if v is not None else None, v)[1])(
-            f(*a)))(engine.task.loss)
+        losses: list[torch.Tensor] = []
+        engine.task.loss = recording(engine.task.loss, losses)
         engine.run(150)
         runs[kind] = (losses, {k: v.detach().clone() for k, v in engine.agents["r"].body.state_dict().items()})
     (lb, pb), (ld, pd) = runs["bptt"], runs["dni"]
@@ -169,9 +179,15 @@ def test_state_carried_across_ticks_and_reset_at_sequence_start() -> None:
         return out, new
 
     agent.body.forward = spy
-    starts = []
+    starts: list[bool] = []
     emit = task.emit
-    task.emit = lambda t: (lambda e: (starts.append(e.start), e)[1])(emit(t))
+
+    def emit_(tick):
+        e = emit(tick)
+        starts.append(e.start)
+        return e
+
+    task.emit = emit_
     engine.run(23)
     assert sum(starts) >= 4
     for i, ((before, _), start) in enumerate(zip(seen, starts)):

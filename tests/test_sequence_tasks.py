@@ -165,7 +165,7 @@ def _cli_error(tmp_path: Path, raw: dict[str, Any], *sets: str) -> str:
     path.write_text(yaml.safe_dump(raw), encoding="utf-8")
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()) as out:
-        code = cli.main(["validate", str(path), *sum((["--set", s] for s in sets), [])])
+        code = cli.main(["validate", str(path), *[a for s in sets for a in ("--set", s)]])
     assert code == 2 and out.getvalue() == "" and "Traceback" not in err.getvalue(), err.getvalue()
     lines = err.getvalue().strip().splitlines()
     assert len(lines) == 1, err.getvalue()

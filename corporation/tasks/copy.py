@@ -15,9 +15,9 @@ Loss: sigmoid cross-entropy of the logits, summed over the output channels, aver
 per output symbol); ``None`` on steps without a target. The error of a sequence batch is its number of
 wrong bits per output symbol (a bit is wrong when its logit has the other sign than its target; for repeat
 copy the end-marker channel counts as a bit), averaged over the batch and its output steps. **Solved**: a
-training batch at the current level with error below ``threshold`` (default 0.15 bits per symbol). **Curriculum**: every success
-advances the level at once: copy N -> N + 1; repeat copy grows N and R in turn (R when N > R, else N), so
-(2,1) -> (2,2) -> (3,2) -> (3,3) -> ... Nothing else advances it. ``max_solved_length`` is the largest
+training batch at the current level with error below ``threshold`` (default 0.15 bits per symbol).
+**Curriculum**: every success advances the level at once: copy N -> N + 1; repeat copy grows N and R in
+turn (R when N > R, else N), so (2,1) -> (2,2) -> (3,2) -> (3,3) -> ... Nothing else advances it. ``max_solved_length`` is the largest
 solved length: N for copy, the output length N * R for repeat copy. See docs/rnn.md.
 """
 from __future__ import annotations
