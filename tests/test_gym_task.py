@@ -187,3 +187,12 @@ def test_shipped_example_env_passes_check_env():
     eng = Engine(from_dict(raw, ["train.ticks=30", "task.test_episodes=2"]))
     eng.run(30)
     assert np.isfinite(eng.evaluate()["test/episode_return"])
+
+
+def test_actor_critic_model_starts_with_a_uniform_policy_and_keeps_the_layout():
+    eng = Engine(scenario(control={"model": {"kind": "actor_critic", "hidden": [16]}, "update": {"unroll": 3}}))
+    out = eng.agents["control"].body(torch.randn(5, 32))
+    assert out.shape == (5, 3) and torch.all(out[:, :2] == 0) and out[:, 2].abs().sum() > 0
+    for _ in range(12):
+        eng.step()
+    assert eng.agents["control"].body(torch.randn(5, 32))[:, :2].abs().sum() > 0  # the policy layer learns

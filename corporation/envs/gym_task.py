@@ -31,6 +31,7 @@ from ..errors import CorporationError, ScenarioError, did_you_mean
 from ..registry import TASKS
 from ..schema import positive
 from ..tasks.base import Emission, Port, System
+from . import ac_model  # noqa: F401  (registers the 'actor_critic' model kind)
 from .a2c import Episodes, Rollout, Transition
 from .spaces import ActionHead, ObsCodec, UnsupportedSpace, action_head
 
