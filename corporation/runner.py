@@ -1,17 +1,22 @@
 """Running a scenario to a run folder: the IO edge (files, progress bar, final table).
 
 A run writes ``DIR/scenario.yaml`` (resolved) first, then appends ``metrics.jsonl`` line by line (flushed,
-so an interrupted run keeps what it logged), then ``summary.json``. Ctrl-C stops the run early but still
-writes the summary (marked ``"interrupted": true``).
+so an interrupted run keeps what it logged), then ``summary.json`` and ``accuracy.png`` (test accuracy over
+ticks; a plotting failure only warns). CPU runs use one intra-op thread unless OMP_NUM_THREADS is set
+(agents are small: more threads only add synchronisation, badly so on shared cores). Ctrl-C stops the run
+early but still writes the summary (marked ``"interrupted": true``).
 """
 from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any, TextIO
+
+import torch
 
 from .engine import Engine
 from .scenario import dump
@@ -58,6 +63,8 @@ def run_scenario(scenario: Scenario, out: Path | None = None, device: str | None
     out.mkdir(parents=True, exist_ok=True)
     (out / "scenario.yaml").write_text(dump(scenario), encoding="utf-8")
     engine = Engine(scenario, device=device)
+    if engine.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(1)  # small agents: one intra-op thread is fastest, and robust on shared cores
     final: dict[str, Any] = {}
     shown: dict[str, Any] = {}
     bar = Progress(scenario.train.ticks, scenario.train.progress if progress is None else progress)
@@ -88,6 +95,7 @@ def run_scenario(scenario: Scenario, out: Path | None = None, device: str | None
     elif failure is not None:
         summary["error"] = f"{type(failure).__name__}: {failure}"
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    _plot(out, f"{scenario.name} (seed {scenario.seed})")
     if failure is not None:
         raise failure
     if not quiet:
@@ -95,12 +103,23 @@ def run_scenario(scenario: Scenario, out: Path | None = None, device: str | None
     return summary
 
 
+def _plot(out: Path, title: str) -> None:
+    """``out/accuracy.png`` (test accuracy over ticks); a plotting failure only warns, the run is kept."""
+    try:
+        from .plots import plot_run
+
+        plot_run(out, title)
+    except Exception as e:  # noqa: BLE001  (matplotlib missing or broken: the run folder is still complete)
+        print(f"warning: no accuracy plot ({type(e).__name__}: {e})", file=sys.stderr)
+
+
 def print_table(summary: dict[str, Any], out: Path, stream: TextIO | None = None) -> None:
     """The short final table: test metrics first, then training metrics, wall time and the run folder."""
     stream = stream or sys.stdout
     final = summary["final"]
     keys = sorted(k for k in final if k.startswith("test/")) + sorted(
-        k for k in final if k.startswith("train/") and k.count("/") == 1)
+        k for k in final if k.startswith("train/") and (k.count("/") == 1 or k.endswith("/updates"))) + sorted(
+        k for k in final if k.startswith("sg/") and k.endswith(("/cosine", "/staleness")))
     width = max([len(k) for k in keys] + [10])
     print(f"{summary['name']} (seed {summary['seed']}): {summary['ticks']} ticks in {summary['wall_s']:.1f} s "
           f"on {summary['device']}", file=stream)
