@@ -1,0 +1,211 @@
+"""The two-timescale hierarchical system: DNI vs the locked baseline at T = 2, 4, 8 (docs/results/hier_rnn.md).
+
+Every run trains scenarios/hier_rnn.yaml with the clocks set for T, evaluates every ``eval_every`` ticks, and
+times the training alone (evaluation excluded). Runs go to ``--runs`` as JSON (a finished run is reused, so
+the grid resumes); then the summary table and plot are written. Single-threaded runs, ``--jobs`` at a time.
+
+    python experiments/hier_rnn.py                    # the full grid + ablations (about 25 min on 2 cores)
+    python experiments/hier_rnn.py --T 4 --seeds 0    # a quick look
+
+Modes: ``dni`` (the scenario's default: cDNI on A -> B, A updates every T ticks), ``locked``
+(interface.kind=backprop: A and B are one locked component, updated every T² ticks), and T=4 ablations:
+``dni_nocontext`` (M without B's label), ``dni_unrollT2`` (DNI, but A updates only every T² ticks).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIO = ROOT / "scenarios" / "hier_rnn.yaml"
+TICKS = {2: 30000, 4: 50000, 8: 100000}
+EVAL_EVERY = {2: 1000, 4: 2500, 8: 5000}
+MODES = {"dni": [], "locked": ["interface.kind=backprop"]}
+ABLATIONS = {"dni_nocontext": ["interface.context=null"],
+             "dni_unrollT2": lambda T: [f"agents.A.update.unroll={T * T}"]}
+FINAL_EVALS = 3  # "final" accuracy = mean of the last 3 evaluations (one evaluation is noisy)
+
+
+def clock_overrides(T: int) -> list[str]:
+    """The --set flags that make scenarios/hier_rnn.yaml a system with window T."""
+    return [f"task.T={T}", f"agents.A.update.unroll={T}", f"agents.B.clock.period={T}",
+            f"agents.B.clock.phase={T - 1}", f"agents.B.update.unroll={T}"]
+
+
+def mode_overrides(mode: str, T: int) -> list[str]:
+    extra = MODES.get(mode) if mode in MODES else ABLATIONS[mode]
+    return list(extra(T) if callable(extra) else extra)
+
+
+def train_one(T: int, mode: str, seed: int, ticks: int, eval_every: int) -> dict[str, Any]:
+    """One run: the eval curve with cumulative training wall seconds (evaluation excluded)."""
+    import torch
+
+    torch.set_num_threads(1)
+    sys.path.insert(0, str(ROOT))
+    from corporation import Engine, load
+
+    overrides = clock_overrides(T) + mode_overrides(mode, T) + [f"seed={seed}", "device=cpu"]
+    engine = Engine(load(SCENARIO, overrides))
+    curve, train_s = [], 0.0
+    while engine.tick < ticks:
+        start = time.perf_counter()
+        for _ in range(eval_every):
+            engine.step()
+        train_s += time.perf_counter() - start
+        record = {"tick": engine.tick, "train_s": round(train_s, 3), **engine.collect(), **engine.evaluate()}
+        curve.append({k: v for k, v in record.items() if isinstance(v, (int, float))})
+    return {"T": T, "mode": mode, "seed": seed, "ticks": ticks, "overrides": overrides, "curve": curve}
+
+
+def run_path(runs: Path, T: int, mode: str, seed: int) -> Path:
+    return runs / f"T{T}-{mode}-s{seed}.json"
+
+
+def _job(args: tuple) -> str:
+    runs, T, mode, seed, ticks, every = args
+    result = train_one(T, mode, seed, ticks, every)
+    path = run_path(Path(runs), T, mode, seed)
+    path.write_text(json.dumps(result) + "\n", encoding="utf-8")
+    last = result["curve"][-1]
+    return (f"T={T} {mode:<13} seed {seed}: A {last['test/A/accuracy']:.3f} B {last['test/B/accuracy']:.3f} "
+            f"({last['train_s']:.0f} s)")
+
+
+# ----- summary -------------------------------------------------------------------------------------------
+def final(curve: list[dict], key: str) -> float:
+    return mean(r[key] for r in curve[-FINAL_EVALS:])
+
+
+def first_reach(curve: list[dict], key: str, level: float) -> tuple[int | None, float | None]:
+    """(tick, training seconds) of the first evaluation with ``key`` >= ``level``."""
+    for r in curve:
+        if r[key] >= level:
+            return r["tick"], r["train_s"]
+    return None, None
+
+
+def summarize(results: list[dict]) -> tuple[list[dict], dict]:
+    """Per (T, mode): mean over seeds of the final accuracies, A's updates, and the ticks / seconds to
+    reach 90% of the locked baseline's final B accuracy (mean over the seeds that reach it)."""
+    rows, by = [], {}
+    for r in results:
+        by.setdefault((r["T"], r["mode"]), []).append(r)
+    target = {T: 0.9 * mean(final(r["curve"], "test/B/accuracy") for r in rs)
+              for (T, mode), rs in by.items() if mode == "locked"}
+    order = [*MODES, *ABLATIONS]
+    for (T, mode), rs in sorted(by.items(), key=lambda kv: (kv[0][0], order.index(kv[0][1]))):
+        reach = [first_reach(r["curve"], "test/B/accuracy", target[T]) for r in rs] if T in target else []
+        hit = [x for x in reach if x[0] is not None]
+        rows.append({
+            "T": T, "mode": mode, "seeds": len(rs), "ticks": rs[0]["ticks"],
+            "A": mean(final(r["curve"], "test/A/accuracy") for r in rs),
+            "B": mean(final(r["curve"], "test/B/accuracy") for r in rs),
+            "B_seeds": [round(final(r["curve"], "test/B/accuracy"), 3) for r in rs],
+            "B_mae": mean(final(r["curve"], "test/B/mae") for r in rs),
+            "A_major": rs[0]["curve"][-1]["test/A/majority"], "B_major": rs[0]["curve"][-1]["test/B/majority"],
+            "A_updates": mean(r["curve"][-1]["train/A/updates"] for r in rs),
+            "cosine": mean(final(r["curve"], "sg/A-B/cosine") for r in rs) if "sg/A-B/cosine" in rs[0]["curve"][-1]
+            else None,
+            "reached": f"{len(hit)}/{len(rs)}", "target": target.get(T),
+            "reach_ticks": mean(h[0] for h in hit) if hit else None,
+            "reach_s": mean(h[1] for h in hit) if hit else None,
+            "train_s": mean(r["curve"][-1]["train_s"] for r in rs),
+        })
+    return rows, by
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| T | mode | seeds | ticks | A acc | B acc (per seed) | B mae | A updates | M cosine | "
+            "90% of locked B | reached | ticks to reach | train s to reach | train s total |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+
+    def f(v: Any, fmt: str) -> str:
+        return "–" if v is None else format(v, fmt)
+
+    for r in rows:
+        seeds = ", ".join(f"{b:.3f}" for b in r["B_seeds"])
+        lines.append(f"| {r['T']} | {r['mode']} | {r['seeds']} | {r['ticks']} | {r['A']:.3f} | {r['B']:.3f} "
+                     f"({seeds}) | {r['B_mae']:.2f} | {r['A_updates']:.0f} | {f(r['cosine'], '.2f')} | "
+                     f"{f(r['target'], '.3f')} | {r['reached']} | {f(r['reach_ticks'], '.0f')} | "
+                     f"{f(r['reach_s'], '.1f')} | {r['train_s']:.1f} |")
+    return "\n".join(lines)
+
+
+def plot(by: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    Ts = sorted({T for T, _ in by})
+    fig, axes = plt.subplots(1, len(Ts), figsize=(5 * len(Ts), 3.8), dpi=100, squeeze=False)
+    styles = {"dni": "C0", "locked": "C3", "dni_nocontext": "C7", "dni_unrollT2": "C2"}
+    for ax, T in zip(axes[0], Ts):
+        for (t, mode), rs in sorted(by.items()):
+            if t != T:
+                continue
+            ticks = [r["tick"] for r in rs[0]["curve"]]
+            for key, ls, lw in (("test/B/accuracy", "-", 1.8), ("test/A/accuracy", ":", 1.2)):
+                ys = [mean(r["curve"][i][key] for r in rs) for i in range(len(ticks))]
+                ax.plot(ticks, ys, ls, color=styles.get(mode, "k"), lw=lw,
+                        label=f"{mode} {key.split('/')[1]}" if key.endswith("accuracy") else None)
+            major = rs[0]["curve"][-1]["test/B/majority"]
+        ax.axhline(major, color="k", lw=0.8, ls="--", label="B majority class")
+        ax.set_title(f"T = {T} (mean over seeds; solid B, dotted A)", fontsize=10)
+        ax.set_xlabel("tick")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test accuracy")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--T", type=int, nargs="+", default=[2, 4, 8])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--modes", nargs="+", default=["dni", "locked"])
+    p.add_argument("--ablations", action=argparse.BooleanOptionalAction, default=True,
+                   help="also run the T=4 ablations (dni_nocontext, dni_unrollT2)")
+    p.add_argument("--ticks", type=int, help="ticks per run (default: 30k / 50k / 100k for T = 2 / 4 / 8)")
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--runs", default=str(ROOT / "runs" / "hier_rnn_grid"))
+    p.add_argument("--out", default=str(ROOT / "docs" / "results"))
+    args = p.parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    runs, out = Path(args.runs), Path(args.out)
+    runs.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    grid = [(T, m, s) for T in args.T for m in args.modes for s in args.seeds]
+    if args.ablations and 4 in args.T:
+        grid += [(4, m, s) for m in ABLATIONS for s in args.seeds]
+    jobs = [(str(runs), T, m, s, args.ticks or TICKS.get(T, 50000), EVAL_EVERY.get(T, 2500))
+            for T, m, s in grid if not run_path(runs, T, m, s).exists()]
+    print(f"{len(grid)} runs, {len(grid) - len(jobs)} already done; {len(jobs)} to go, {args.jobs} at a time",
+          flush=True)
+    if jobs:
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            for line in pool.map(_job, jobs):
+                print(line, flush=True)
+    results = [json.loads(run_path(runs, T, m, s).read_text()) for T, m, s in grid]
+    rows, by = summarize(results)
+    text = table(rows)
+    (out / "hier_rnn_table.md").write_text(text + "\n", encoding="utf-8")
+    plot(by, out / "hier_rnn.png")
+    print(text)
+    print(f"wrote {out / 'hier_rnn_table.md'} and {out / 'hier_rnn.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
