@@ -2,7 +2,8 @@
 
 Every run trains scenarios/hier_rnn.yaml with the clocks set for T, evaluates every ``eval_every`` ticks, and
 times the training alone (evaluation excluded). Runs go to ``--runs`` as JSON (a finished run is reused, so
-the grid resumes); then the summary table and plot are written. Single-threaded runs, ``--jobs`` at a time.
+the grid resumes); then the per-tick cost of each mode is measured interleaved (both modes under the same
+background load) and the summary table and plot are written. Single-threaded runs, ``--jobs`` at a time.
 
     python experiments/hier_rnn.py                    # the full grid + ablations (about 25 min on 2 cores)
     python experiments/hier_rnn.py --T 4 --seeds 0    # a quick look
@@ -65,6 +66,30 @@ def train_one(T: int, mode: str, seed: int, ticks: int, eval_every: int) -> dict
     return {"T": T, "mode": mode, "seed": seed, "ticks": ticks, "overrides": overrides, "curve": curve}
 
 
+def timing(T: int, rounds: int = 8, chunk: int = 400) -> dict[str, dict[str, float]]:
+    """Per-tick cost of each mode, measured interleaved (dni, locked, dni, ...) in one process so both see
+    the same background load: median CPU and wall milliseconds per tick over ``rounds`` chunks."""
+    import torch
+
+    torch.set_num_threads(1)
+    sys.path.insert(0, str(ROOT))
+    from corporation import Engine, load
+
+    engines = {m: Engine(load(SCENARIO, clock_overrides(T) + MODES[m] + ["device=cpu"])) for m in MODES}
+    for e in engines.values():
+        for _ in range(2 * T * T):  # warm-up: first windows, allocator
+            e.step()
+    samples: dict[str, dict[str, list[float]]] = {m: {"cpu": [], "wall": []} for m in MODES}
+    for _ in range(rounds):
+        for m, e in engines.items():
+            c, w = time.process_time(), time.perf_counter()
+            for _ in range(chunk):
+                e.step()
+            samples[m]["cpu"].append(1000 * (time.process_time() - c) / chunk)
+            samples[m]["wall"].append(1000 * (time.perf_counter() - w) / chunk)
+    return {m: {k: sorted(v)[len(v) // 2] for k, v in d.items()} for m, d in samples.items()}
+
+
 def run_path(runs: Path, T: int, mode: str, seed: int) -> Path:
     return runs / f"T{T}-{mode}-s{seed}.json"
 
@@ -92,9 +117,10 @@ def first_reach(curve: list[dict], key: str, level: float) -> tuple[int | None, 
     return None, None
 
 
-def summarize(results: list[dict]) -> tuple[list[dict], dict]:
-    """Per (T, mode): mean over seeds of the final accuracies, A's updates, and the ticks / seconds to
-    reach 90% of the locked baseline's final B accuracy (mean over the seeds that reach it)."""
+def summarize(results: list[dict], costs: dict[int, dict] | None = None) -> tuple[list[dict], dict]:
+    """Per (T, mode): mean over seeds of the final accuracies, A's updates, and the ticks to reach 90% of
+    the locked baseline's final B accuracy (mean over the seeds that reach it), times the mode's CPU cost
+    per tick (``costs[T][mode]``, measured interleaved; ablations use the dni cost)."""
     rows, by = [], {}
     for r in results:
         by.setdefault((r["T"], r["mode"]), []).append(r)
@@ -119,12 +145,17 @@ def summarize(results: list[dict]) -> tuple[list[dict], dict]:
             "reach_s": mean(h[1] for h in hit) if hit else None,
             "train_s": mean(r["curve"][-1]["train_s"] for r in rs),
         })
+        cost = (costs or {}).get(T, {}).get(mode if mode in MODES else "dni")
+        rows[-1]["cpu_ms"] = cost["cpu"] if cost else None
+        rows[-1]["reach_cpu_s"] = (rows[-1]["reach_ticks"] * cost["cpu"] / 1000
+                                   if cost and rows[-1]["reach_ticks"] is not None else None)
     return rows, by
 
 
 def table(rows: list[dict]) -> str:
     head = ("| T | mode | seeds | ticks | A acc | B acc (per seed) | B mae | A updates | M cosine | "
-            "90% of locked B | reached | ticks to reach | train s to reach | train s total |")
+            "90% of locked B | reached | ticks to reach | CPU ms/tick | CPU s to reach | wall s to reach | "
+            "wall s total |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
 
     def f(v: Any, fmt: str) -> str:
@@ -135,7 +166,8 @@ def table(rows: list[dict]) -> str:
         lines.append(f"| {r['T']} | {r['mode']} | {r['seeds']} | {r['ticks']} | {r['A']:.3f} | {r['B']:.3f} "
                      f"({seeds}) | {r['B_mae']:.2f} | {r['A_updates']:.0f} | {f(r['cosine'], '.2f')} | "
                      f"{f(r['target'], '.3f')} | {r['reached']} | {f(r['reach_ticks'], '.0f')} | "
-                     f"{f(r['reach_s'], '.1f')} | {r['train_s']:.1f} |")
+                     f"{f(r['cpu_ms'], '.2f')} | {f(r['reach_cpu_s'], '.1f')} | {f(r['reach_s'], '.1f')} | "
+                     f"{r['train_s']:.1f} |")
     return "\n".join(lines)
 
 
@@ -198,7 +230,16 @@ def main(argv: list[str] | None = None) -> int:
             for line in pool.map(_job, jobs):
                 print(line, flush=True)
     results = [json.loads(run_path(runs, T, m, s).read_text()) for T, m, s in grid]
-    rows, by = summarize(results)
+    costs = {}
+    if set(MODES) <= set(args.modes):
+        for T in args.T:
+            path = runs / f"timing-T{T}.json"
+            if not path.exists():
+                path.write_text(json.dumps(timing(T)) + "\n", encoding="utf-8")
+            costs[T] = json.loads(path.read_text())
+            print(f"T={T} per-tick cost (interleaved, median): " + ", ".join(
+                f"{m} {c['cpu']:.2f} ms CPU / {c['wall']:.2f} ms wall" for m, c in costs[T].items()), flush=True)
+    rows, by = summarize(results, costs)
     text = table(rows)
     (out / "hier_rnn_table.md").write_text(text + "\n", encoding="utf-8")
     plot(by, out / "hier_rnn.png")
