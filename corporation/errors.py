@@ -25,7 +25,7 @@ class ScenarioError(CorporationError):
         where = ": ".join(p for p in (self.file, self.path) if p)
         return f"{where}: {self.raw}" if where else self.raw
 
-    def in_file(self, file: str) -> "ScenarioError":
+    def in_file(self, file: str) -> ScenarioError:
         """Return the same error, now naming ``file``."""
         return ScenarioError(self.raw, self.path, file)
 

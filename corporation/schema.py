@@ -155,7 +155,7 @@ def to_plain(obj: Any) -> Any:
     return obj
 
 
-def positive(value: float | int | None, path: str, key: str, allow_zero: bool = False) -> None:
+def positive(value: float | None, path: str, key: str, allow_zero: bool = False) -> None:
     """Raise unless ``value`` is positive (or zero when allowed); None passes."""
     if value is None:
         return
