@@ -4,7 +4,7 @@
 2. Register a model kind with its params dataclass: its keys become the scenario's ``model:`` keys.
 3. Write the scenario (a dict here; a YAML file works the same) and run it.
 
-    python examples/custom_gym_env.py            # about 20 s on one CPU core
+    python examples/custom_gym_env.py            # about 15 s of CPU time
 """
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ MPE speaker-listener (DNI communication vs a speaker with no learning signal vs 
     python experiments/rl.py run cartpole --seeds 0 1 2 [--jobs 2]
     python experiments/rl.py run speaker_listener --seeds 0 1 2
     python experiments/rl.py report          # tables (stdout) + docs/results/rl_*.png
+    python experiments/rl.py baselines       # scripted speaker-listener reference returns
 
 Each run is ``python -m corporation run`` in a subprocess (single-threaded) writing runs/rl/<exp>-<variant>-<seed>/;
 a run whose summary.json exists is skipped. The report reads those folders only.
@@ -119,14 +120,49 @@ def summary_table(exp: str, variants: dict, seeds: list[int]) -> None:
     print()
 
 
+def baselines(episodes: int = 200) -> None:
+    """Scripted listeners on MPE speaker-listener (continuous actions), to read the learned returns against:
+    standing still, uniform random actions, heading for the landmarks' centroid (the best use of no message)
+    and heading for the goal (a perfect message). Episodes seeded 0..episodes-1."""
+    from mpe2 import simple_speaker_listener_v4 as sl
+
+    def push(d: np.ndarray) -> np.ndarray:  # mpe2 continuous: u_x = a[2] - a[1], u_y = a[4] - a[3]
+        return np.clip(3.0 * np.array([0.0, max(0, -d[0]), max(0, d[0]), max(0, -d[1]), max(0, d[1])]), 0, 1)
+
+    rng = np.random.default_rng(0)
+    policies = {
+        "still": lambda o, w: np.zeros(5),
+        "random": lambda o, w: rng.random(5),
+        "centroid": lambda o, w: push(o[2:8].reshape(3, 2).mean(0) - 0.5 * o[0:2]),
+        "goal (oracle)": lambda o, w: push(w.agents[0].goal_b.state.p_pos - w.agents[1].state.p_pos
+                                           - 0.5 * w.agents[1].state.p_vel),
+    }
+    for name, policy in policies.items():
+        totals = []
+        for ep in range(episodes):
+            env = sl.parallel_env(continuous_actions=True)
+            obs, _ = env.reset(seed=ep)
+            total = 0.0
+            while env.agents:
+                act = {"speaker_0": np.zeros(3, np.float32),
+                       "listener_0": policy(obs["listener_0"], env.unwrapped.world).astype(np.float32)}
+                obs, rew, _, _, _ = env.step(act)
+                total += rew["listener_0"]
+            totals.append(total)
+        print(f"| {name} | {np.mean(totals):.1f} +- {np.std(totals) / np.sqrt(episodes):.1f} |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("command", choices=["run", "report"])
+    p.add_argument("command", choices=["run", "report", "baselines"])
     p.add_argument("experiment", nargs="?", choices=list(EXPERIMENTS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--variants", nargs="+")
     p.add_argument("--jobs", type=int, default=2)
     a = p.parse_args()
+    if a.command == "baselines":
+        baselines()
+        return
     if a.command == "report":
         report(a.seeds)
         return

@@ -196,3 +196,13 @@ def test_actor_critic_model_starts_with_a_uniform_policy_and_keeps_the_layout():
     for _ in range(12):
         eng.step()
     assert eng.agents["control"].body(torch.randn(5, 32))[:, :2].abs().sum() > 0  # the policy layer learns
+
+
+def test_normalized_advantages_are_standardised_over_the_window():
+    ro = Rollout("act", 0.0, 0.0, 0.0, normalize_advantage=True)  # gamma 0: R = r, so A = r - V
+    logp = torch.zeros(3, requires_grad=True)
+    ro.add(Transition(logp, torch.zeros(3), torch.zeros(3), torch.ones(3, dtype=torch.bool),
+                      torch.tensor([1.0, 2.0, 6.0]), torch.zeros(3, dtype=torch.bool), torch.zeros(3, dtype=torch.bool)))
+    ro.loss(torch.zeros(3)).backward()
+    a = torch.tensor([1.0, 2.0, 6.0])
+    assert torch.allclose(logp.grad, -((a - a.mean()) / a.std(unbiased=False)) / 3, atol=1e-5)

@@ -15,7 +15,8 @@ Loss, averaged over the window's valid (transition, row) pairs:
 ``-log pi(a|s) * A + value_coef * 0.5 * (R - V)^2 - entropy_coef * H``, with the n-step return
 ``R_t = r_t + gamma * R_{t+1}`` cut at termination (R = r), bootstrapped at truncation with the
 transition's own V(s_t) (the final observation's value is not computable by the task), at the window's end
-with the last value, and advantage ``A = R - V`` (detached).
+with the last value, and advantage ``A = R - V`` (detached; standardised over
+the window's valid pairs when ``normalize_advantage``).
 """
 from __future__ import annotations
 
@@ -42,8 +43,10 @@ class Transition:
 class Rollout:
     """The stored transitions of one action port within the current update window."""
 
-    def __init__(self, port: str, gamma: float, value_coef: float, entropy_coef: float):
+    def __init__(self, port: str, gamma: float, value_coef: float, entropy_coef: float,
+                 normalize_advantage: bool = False):
         self.port = port
+        self.normalize_advantage = normalize_advantage
         self.gamma = gamma
         self.value_coef = value_coef
         self.entropy_coef = entropy_coef
@@ -93,6 +96,10 @@ class Rollout:
         mask = torch.stack([s.valid for s in self.steps]).to(V.dtype)
         count = mask.sum().clamp_min(1.0)
         adv = (R - V).detach()
+        if self.normalize_advantage:  # standardised over the window's valid pairs
+            mean = (adv * mask).sum() / count
+            std = (((adv - mean) ** 2 * mask).sum() / count).sqrt()
+            adv = (adv - mean) / (std + 1e-8)
         policy = (-(logp * adv) * mask).sum() / count
         value = (0.5 * (R - V) ** 2 * mask).sum() / count
         entropy = (ent * mask).sum() / count

@@ -84,6 +84,7 @@ class GymParams:
     value_coef: float = 0.5
     entropy_coef: float = 0.01
     reward_scale: float = 1.0  # rewards are multiplied by this in the loss (metrics stay raw)
+    normalize_advantage: bool = False  # standardise the advantages of each update window
     test_episodes: int = 10
     test_seed: int = 1_000_000
     test_max_steps: int = 100_000
@@ -137,7 +138,8 @@ class GymTask:
         self.reset_rows: np.ndarray | None = None
         self.pending: int | None = None
         self.inputs: dict[int, torch.Tensor] = {}
-        self.rollout = Rollout("act", params.gamma, params.value_coef, params.entropy_coef)
+        self.rollout = Rollout("act", params.gamma, params.value_coef, params.entropy_coef,
+                               params.normalize_advantage)
         self.episodes = Episodes(params.num_envs)
         self.env_steps = 0
 

@@ -101,6 +101,7 @@ class PZParams:
     value_coef: float = 0.5
     entropy_coef: float = 0.01
     reward_scale: float = 1.0
+    normalize_advantage: bool = False  # standardise the advantages of each update window
     test_episodes: int = 10
     test_seed: int = 1_000_000
     test_max_steps: int = 100_000
@@ -141,7 +142,8 @@ class PZTask:
         self.heads: dict[str, ActionHead] = {a: action_head(act_spaces[a], params.actions.get(a, "policy"))
                                              for a in agents}
         self.by_port = {f"{port_name(a)}_act": a for a in agents}
-        self.rollouts = {a: Rollout(f"{port_name(a)}_act", params.gamma, params.value_coef, params.entropy_coef)
+        self.rollouts = {a: Rollout(f"{port_name(a)}_act", params.gamma, params.value_coef, params.entropy_coef,
+                                     params.normalize_advantage)
                          for a in agents if self.heads[a].has_value}
         self.episodes = {a: Episodes(params.num_envs) for a in agents}
         self.envs = [make_parallel(params.env, params.env_kwargs) for _ in range(params.num_envs)]
