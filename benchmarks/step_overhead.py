@@ -26,6 +26,7 @@ Y <= 1.5).
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import time
@@ -105,7 +106,7 @@ def scenario(kind: str, sg_hidden: int = 0) -> dict[str, Any]:
     agents[f"l{DEPTH + 1}"] = {"model": {"kind": "linear"}, "optimizer": adam}
     names = list(agents)
     edges = [{"src": "task.x", "dst": names[0]}]
-    edges += [{"src": a, "dst": b} for a, b in zip(names, names[1:])]
+    edges += [{"src": a, "dst": b} for a, b in itertools.pairwise(names)]
     edges.append({"src": names[-1], "dst": "task.y"})
     return {"name": f"bench_{kind}", "seed": 0, "device": "cpu", "task": {"kind": "bench_random"},
             "interface": {"kind": kind, "sg": {"hidden": sg_hidden, "width": 1024}, "context": None},
@@ -213,7 +214,8 @@ def profile(fn: Callable[[], None], how: str, n: int, label: str) -> None:
     import cProfile
     import pstats
 
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
 
     print(f"--- profile of {label} ({how}, {n} steps) ---")
     prof: Any = cProfile.Profile() if how == "cprofile" else torch_profile(activities=[ProfilerActivity.CPU])
