@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -22,7 +23,7 @@ from corporation.registry import MODELS
 class Reach(gym.Env):
     """A point on [-1, 1] must reach a random target: actions left / stay / right, reward -|x - target|."""
 
-    metadata = {"render_modes": []}
+    metadata: ClassVar[dict] = {"render_modes": []}
     observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
     action_space = gym.spaces.Discrete(3)
 

@@ -30,6 +30,11 @@ EXPERIMENTS = {
 }
 
 
+# Scripted listeners, 200 episodes each (``python experiments/rl.py baselines``), drawn as reference lines.
+REFERENCES = {"speaker_listener": {"scripted: stand still": -35.9, "scripted: landmarks' centroid": -16.5,
+                                   "scripted: goal (perfect message)": -6.9}}
+
+
 def run_one(exp: str, variant: str, seed: int) -> str:
     out = RUNS / f"{exp}-{variant}-{seed}"
     if (out / "summary.json").exists():
@@ -39,7 +44,7 @@ def run_one(exp: str, variant: str, seed: int) -> str:
     for o in EXPERIMENTS[exp][variant]:
         cmd += ["--set", o]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if proc.returncode:
         return f"{out.name}: FAILED {proc.stderr.strip().splitlines()[-1:]}"
     s = json.loads((out / "summary.json").read_text())
@@ -78,11 +83,14 @@ def report(seeds: list[int]) -> None:
             if not runs:
                 continue
             for k, (key, ax) in enumerate(zip(("train/episode_return", "test/episode_return"), axes)):
-                for j, (seed, (_, rows)) in enumerate(runs):
-                    x, y = curve(rows, key)
-                    ax.plot(x, y, color=f"C{ci}", alpha=0.8, lw=1.2, label=variant if j == 0 else None)
-                ax.set_title(("training (last 100 episodes, sampled actions)" if k == 0
-                              else "test (greedy, fixed seeds)"))
+                curves = [curve(rows, key) for _, (_, rows) in runs]
+                for x, y in curves:
+                    ax.plot(x, y, color=f"C{ci}", alpha=0.3, lw=0.8)
+                n = min(len(x) for x, _ in curves)
+                mean = np.mean([y[:n] for _, y in curves], axis=0)
+                ax.plot(curves[0][0][:n], mean, color=f"C{ci}", lw=2.0, label=f"{variant} (mean of {len(runs)})")
+                ax.set_title("training (last 100 episodes, sampled actions)" if k == 0
+                             else "test (greedy, fixed seeds)")
                 ax.set_xlabel("environment steps")
                 ax.set_ylabel("episode return")
             for seed, (summary, rows) in runs:
@@ -92,9 +100,12 @@ def report(seeds: list[int]) -> None:
                 print(f"| {variant} | {seed} | {summary['wall_s']:.0f} | {f.get('train/episode_return', float('nan')):.1f} "
                       f"| {f.get('test/episode_return', float('nan')):.1f} | {hit if hit is not None else '-'} |")
         for ax in axes:
+            for name, value in REFERENCES.get(exp, {}).items():
+                ax.axhline(value, color="grey", ls=":", lw=1)
+                ax.annotate(name, (ax.get_xlim()[0], value), fontsize=7, color="grey", va="bottom")
             ax.grid(alpha=0.3)
-            ax.legend()
-        fig.suptitle(f"{exp}: {len(seeds)} seeds per variant, one line per seed")
+            ax.legend(fontsize=8)
+        fig.suptitle(f"{exp}: seeds {seeds}; thin lines: single seeds, thick: their mean")
         fig.tight_layout()
         fig.savefig(DOCS / f"rl_{exp}.png", dpi=110)
         plt.close(fig)

@@ -67,7 +67,7 @@ def env_spaces(env: str, kwargs: dict[str, Any], path: str) -> tuple[Any, Any]:
     """(observation space, action space) of one copy of ``env`` (cached); failures are one-line errors."""
     try:
         return _spaces(env, json.dumps(kwargs, sort_keys=True))
-    except Exception as e:  # a missing extra (box2d, mujoco...), a bad kwarg: the env's own message
+    except Exception as e:  # noqa: BLE001  (a missing extra, a bad kwarg: any failure is the user's to fix)
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise ScenarioError(f"cannot make env '{env}': {type(e).__name__}: {msg}", path) from None
 
@@ -113,10 +113,9 @@ class GymParams:
 def check_acting_agent(scenario: Any, port: str) -> None:
     """The agent feeding an action port must update every >= 2 outputs (see a2c.py)."""
     for e in scenario.edges:
-        if e.dst == f"task.{port}" and e.src in scenario.agents:
-            if scenario.agents[e.src].update.unroll < 2:
-                raise ScenarioError(f"'{e.src}' feeds task.{port}, an actor-critic port: it needs unroll >= 2 "
-                                    "(an update trains unroll - 1 transitions)", f"agents.{e.src}.update.unroll")
+        if e.dst == f"task.{port}" and e.src in scenario.agents and scenario.agents[e.src].update.unroll < 2:
+            raise ScenarioError(f"'{e.src}' feeds task.{port}, an actor-critic port: it needs unroll >= 2 "
+                                "(an update trains unroll - 1 transitions)", f"agents.{e.src}.update.unroll")
 
 
 @TASKS.register("gymnasium", GymParams)

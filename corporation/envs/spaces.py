@@ -40,7 +40,7 @@ class ObsCodec:
     keep: tuple[int, int] | None = None  # [start, stop) slice of the flat observation
 
     @classmethod
-    def of(cls, space: Any, keep: list[int] | None = None) -> "ObsCodec":
+    def of(cls, space: Any, keep: list[int] | None = None) -> ObsCodec:
         if isinstance(space, spaces.Box):
             size, onehot = int(np.prod(space.shape)), 0
         elif isinstance(space, spaces.Discrete):

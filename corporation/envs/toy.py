@@ -8,7 +8,7 @@ the episode is truncated after ``max_cycles`` steps. Use it as ``env: corporatio
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from gymnasium import spaces
@@ -16,7 +16,7 @@ from pettingzoo import ParallelEnv
 
 
 class RelayEnv(ParallelEnv):
-    metadata = {"name": "relay_v0", "render_modes": [], "is_parallelizable": True}
+    metadata: ClassVar[dict] = {"name": "relay_v0", "render_modes": [], "is_parallelizable": True}
 
     def __init__(self, k: int = 3, max_cycles: int = 5, speaker_steps: int | None = None):
         self.k, self.max_cycles, self.speaker_steps = k, max_cycles, speaker_steps
