@@ -24,10 +24,43 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "runs" / "rl"
 DOCS = ROOT / "docs" / "results"
+COMM = {"dni": [], "no_signal": ["interface.sg.scale=0"], "backprop": ["interface.kind=backprop"],
+        "dni_no_context": ["interface.context=null"]}
 EXPERIMENTS = {
     "cartpole": {"dni": [], "backprop": ["interface.kind=backprop"]},
-    "speaker_listener": {"dni": [], "no_signal": ["interface.sg.scale=0"], "backprop": ["interface.kind=backprop"]},
+    "speaker_listener": COMM,
+    "relay": COMM,
 }
+# relay_v0 (corporation/envs/toy.py): the listener must name the speaker's goal, one of 5, and hears it only
+# through the edge (its observation keeps the time, not the env's copy of the message). Chance: 1 per episode.
+RELAY = {
+    "name": "relay", "seed": 0, "device": "cpu",
+    "task": {"kind": "pettingzoo", "env": "corporation.envs.toy", "env_kwargs": {"k": 5, "max_cycles": 5},
+             "num_envs": 16, "actions": {"speaker": "direct"}, "observe": {"listener": [5, 6]},
+             "entropy_coef": 0.01, "test_episodes": 20},
+    "interface": {"kind": "dni", "sg": {"hidden": 0}, "context": "task.speaker_obs"},
+    "agents": {
+        "speaker": {"model": {"kind": "mlp", "hidden": [16], "activation": "tanh", "out_activation": False},
+                    "optimizer": {"lr": 1.0e-3}},
+        "listener": {"model": {"kind": "actor_critic", "hidden": [64]}, "optimizer": {"lr": 1.0e-3},
+                     "update": {"unroll": 6}},
+    },
+    "edges": [{"src": "task.speaker_obs", "dst": "speaker"}, {"src": "speaker", "dst": "task.speaker_act"},
+              {"src": "speaker", "dst": "listener"}, {"src": "task.listener_obs", "dst": "listener"},
+              {"src": "listener", "dst": "task.listener_act"}],
+    "train": {"ticks": 6000, "eval_every": 1000, "log_every": 250},
+}
+
+
+def scenario_file(exp: str) -> Path:
+    if exp == "relay":
+        import yaml
+
+        RUNS.mkdir(parents=True, exist_ok=True)
+        path = RUNS / "relay.yaml"
+        path.write_text(yaml.safe_dump(RELAY, sort_keys=False))
+        return path
+    return ROOT / "scenarios" / f"{exp}.yaml"
 
 
 # Scripted listeners, 200 episodes each (``python experiments/rl.py baselines``), drawn as reference lines.
@@ -39,7 +72,7 @@ def run_one(exp: str, variant: str, seed: int) -> str:
     out = RUNS / f"{exp}-{variant}-{seed}"
     if (out / "summary.json").exists():
         return f"{out.name}: done already"
-    cmd = [sys.executable, "-m", "corporation", "run", str(ROOT / "scenarios" / f"{exp}.yaml"), "--seed", str(seed),
+    cmd = [sys.executable, "-m", "corporation", "run", str(scenario_file(exp)), "--seed", str(seed),
            "--out", str(out), "--quiet"]
     for o in EXPERIMENTS[exp][variant]:
         cmd += ["--set", o]
