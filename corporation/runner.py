@@ -43,7 +43,7 @@ class Progress:
             return
         self.bar.update(tick - self.bar.n)
         if postfix:
-            self.bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in postfix.items()}, refresh=False)
+            self.bar.set_postfix({k.split("/", 1)[-1]: f"{v:.3g}" for k, v in postfix.items()}, refresh=False)
 
     def close(self) -> None:
         if self.bar is not None:
