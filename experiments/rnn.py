@@ -36,14 +36,16 @@ PAPER = {  # arXiv v1, table 2: T = 2 / 3 / 4 / 5 / 8
                 "dni_aux": [1.37, 1.36, 1.35, 1.35, 1.33]},
 }
 PAPER_T = [2, 3, 4, 5, 8]
+NOTES = "<!-- notes: kept when the table is regenerated -->"
 
 
-def run_one(task: str, method: str, unroll: int, seed: int, ticks: int, out: Path) -> dict:
+def run_one(task: str, method: str, unroll: int, seed: int, ticks: int, out: Path, extra: list[str]) -> dict:
     """One run through the CLI (single-threaded); returns its summary (reused if already there)."""
     folder = out / f"{task}-{method}-T{unroll}-s{seed}"
     summary = folder / "summary.json"
     if not summary.is_file():
         sets = [*METHODS[method], f"agents.lstm.update.unroll={unroll}", f"train.ticks={ticks}"]
+        sets += extra if method == "dni_aux" else []
         cmd = [sys.executable, "-m", "corporation", "run", str(ROOT / "scenarios" / f"{task}.yaml"), "--quiet",
                "--seed", str(seed), "--out", str(folder), *[a for s in sets for a in ("--set", s)]]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -92,7 +94,8 @@ def table(results: dict, tasks: list[str], seeds: list[int]) -> list[str]:
 
 
 def plot(out: Path, tasks: list[str], seeds: list[int], png: Path) -> None:
-    """Max solved length against samples seen, mean over seeds, one panel per sequence task and T."""
+    """Max solved length against sequences seen, one line per seed, one panel per sequence task and T.
+    (Equal ticks per run: a method that reaches longer sequences sees fewer of them.)"""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -104,24 +107,25 @@ def plot(out: Path, tasks: list[str], seeds: list[int], png: Path) -> None:
     ts = WINDOWS["copy"]
     fig, axes = plt.subplots(len(seq_tasks), len(ts), figsize=(3.2 * len(ts), 2.8 * len(seq_tasks)),
                              squeeze=False)
+    colors = {"bptt": "tab:blue", "dni": "tab:orange", "dni_aux": "tab:green"}
     for i, task in enumerate(seq_tasks):
         for j, t in enumerate(ts):
             ax = axes[i][j]
             for method, style in zip(METHODS, ("-", "--", ":")):
-                runs = [curve(out / f"{task}-{method}-T{t}-s{s}", "train/max_solved_length") for s in seeds
-                        if (out / f"{task}-{method}-T{t}-s{s}" / "metrics.jsonl").is_file()]
-                if not runs:
-                    continue
-                n = min(len(r[0]) for r in runs)
-                xs = runs[0][0][:n]
-                ys = [mean(r[1][k] for r in runs) for k in range(n)]
-                ax.plot(xs, ys, style, label=LABEL[method])
+                for k, s in enumerate(seeds):
+                    folder = out / f"{task}-{method}-T{t}-s{s}"
+                    if not (folder / "metrics.jsonl").is_file():
+                        continue
+                    xs, ys = curve(folder, "train/max_solved_length")
+                    ax.step([x / 1000 for x in xs], ys, style, where="post", color=colors[method], alpha=0.85,
+                            label=LABEL[method] if k == 0 else None)
             ax.set_title(f"{task}, T={t}", fontsize=9)
-            ax.set_xlabel("sequences seen", fontsize=8)
+            ax.set_xlabel("sequences seen (thousands)", fontsize=8)
             ax.set_ylabel("max solved length", fontsize=8)
             ax.tick_params(labelsize=7)
             if i == 0 and j == 0:
                 ax.legend(fontsize=7)
+    fig.suptitle("one line per seed; every run has the same number of ticks (time steps x batch)", fontsize=9)
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=110)
@@ -134,15 +138,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--copy-ticks", type=int, default=40000, help="ticks per copy and repeat-copy run")
     p.add_argument("--char-ticks", type=int, default=8000, help="ticks per char-LM run")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time (each single-threaded)")
+    p.add_argument("--aux-weight", type=float, help="state.aux_weight of the DNI + Aux runs (default: the "
+                   "scenario's); finished BPTT/DNI runs in --out are reused")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "rnn")
     p.add_argument("--doc", type=Path, default=ROOT / "docs" / "results" / "rnn.md")
     args = p.parse_args(argv)
+    extra = [] if args.aux_weight is None else [f"agents.lstm.state.aux_weight={args.aux_weight}"]
     grid = [(task, method, t, s) for task in args.tasks for t in WINDOWS[task] for method in METHODS
             for s in args.seeds]
     started = time.time()
     with ThreadPoolExecutor(args.jobs) as pool:
         summaries = list(pool.map(lambda g: run_one(*g, args.char_ticks if g[0] == "char_lm" else args.copy_ticks,
-                                                    args.out), grid))
+                                                    args.out, extra), grid))
     results, wall = {}, {}
     for g, summary in zip(grid, summaries):
         results[g] = summary["final"].get(METRIC[g[0]])
@@ -155,7 +162,8 @@ def main(argv: list[str] | None = None) -> None:
               for task in args.tasks]
     text = "\n".join([
         "# RNN results: truncated BPTT vs DNI vs DNI + Aux", "",
-        "Generated by `python experiments/rnn.py` (see docs/rnn.md for the method and the settings).",
+        (f"Generated by `python experiments/rnn.py {' '.join(argv if argv is not None else sys.argv[1:])}` "
+         "(see docs/rnn.md for the method and the settings)."),
         f"Seeds {args.seeds}; the table gives the mean over seeds (per-seed figures in the last column).",
         "Copy / Repeat Copy: `test/max_solved_length` (largest solved N, resp. N * R) at the end of the",
         "budget; char-LM: `test/bpc` on the first `eval_chars` characters of the test part, at the best",
@@ -163,6 +171,8 @@ def main(argv: list[str] | None = None) -> None:
         "Budget:", *budget, f"- wall time of this invocation: {(time.time() - started) / 60:.1f} min", "",
         *rows, "", "![max solved length against samples](rnn_curves.png)", ""])
     args.doc.parent.mkdir(parents=True, exist_ok=True)
+    if args.doc.is_file() and NOTES in args.doc.read_text(encoding="utf-8"):  # keep the hand-written reading
+        text += args.doc.read_text(encoding="utf-8").split(NOTES, 1)[1].join([NOTES, ""])
     args.doc.write_text(text, encoding="utf-8")
     print("\n".join(rows))
     print(f"wrote {args.doc} and {png}")
