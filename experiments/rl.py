@@ -68,6 +68,9 @@ REFERENCES = {"speaker_listener": {"scripted: stand still": -35.9, "scripted: la
                                    "scripted: goal (perfect message)": -6.9}}
 
 
+THRESHOLDS = {"cartpole": 450.0, "relay": 4.5}  # "solved" bars for the first-crossing column
+
+
 def run_one(exp: str, variant: str, seed: int) -> str:
     out = RUNS / f"{exp}-{variant}-{seed}"
     if (out / "summary.json").exists():
@@ -107,8 +110,9 @@ def report(seeds: list[int]) -> None:
     for exp, variants in EXPERIMENTS.items():
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
         print(f"## {exp}")
+        bar = THRESHOLDS.get(exp)
         print("| variant | seed | wall s | final train return (last 100 ep.) | final test return | "
-              "first env step with train >= 450 |")
+              f"first env step with train >= {bar} |")
         print("|---|---|---|---|---|---|")
         for ci, variant in enumerate(variants):
             runs = [(s, load(exp, variant, s)) for s in seeds]
@@ -128,7 +132,7 @@ def report(seeds: list[int]) -> None:
                 ax.set_ylabel("episode return")
             for seed, (summary, rows) in runs:
                 x, y = curve(rows, "train/episode_return")
-                hit = x[y >= 450][0] if exp == "cartpole" and (y >= 450).any() else None
+                hit = int(x[y >= bar][0]) if bar is not None and (y >= bar).any() else None
                 f = summary["final"]
                 print(f"| {variant} | {seed} | {summary['wall_s']:.0f} | {f.get('train/episode_return', float('nan')):.1f} "
                       f"| {f.get('test/episode_return', float('nan')):.1f} | {hit if hit is not None else '-'} |")
