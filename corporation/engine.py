@@ -18,7 +18,7 @@ from .agent import Agent, head_key
 from .clock import fires
 from .errors import CorporationError
 from .graph import Graph, build_graph
-from .interfaces import SyntheticGradient, SyntheticInput
+from .interfaces import SyntheticInput
 from .messages import GradientMessage, Link, Message
 from .models import build_model, init_parameters
 from .registry import SYNTHESIZERS, TASKS

@@ -83,7 +83,7 @@ def run_scenario(scenario: Scenario, out: Path | None = None, device: str | None
             engine.run(on_log=on_log, on_tick=lambda t: bar.update(t, shown))
         except KeyboardInterrupt as e:
             interrupted, failure = True, e
-        except Exception as e:  # keep what was written, record why it stopped, then re-raise
+        except Exception as e:  # noqa: BLE001  (keep what was written, record why it stopped, then re-raise)
             failure = e
         finally:
             bar.close()

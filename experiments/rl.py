@@ -28,7 +28,9 @@ COMM = {"dni": [], "no_signal": ["interface.sg.scale=0"], "backprop": ["interfac
         "dni_no_context": ["interface.context=null"]}
 EXPERIMENTS = {
     "cartpole": {"dni": [], "backprop": ["interface.kind=backprop"]},
-    "speaker_listener": COMM,
+    # oracle: the speaker->listener edge replaced by the goal colour itself (a perfect message, no speaker):
+    # the ceiling of the listener's A2C at this budget.
+    "speaker_listener": {**COMM, "oracle": ["edges.2={src: task.speaker_0_obs, dst: listener}"]},
     "relay": COMM,
 }
 # relay_v0 (corporation/envs/toy.py): the listener must name the speaker's goal, one of 5, and hears it only

@@ -3,10 +3,10 @@
 Runs scenarios/copy.yaml, scenarios/repeat_copy.yaml and scenarios/char_lm.yaml for every window T
 (2, 3, 4, 5 for copy and repeat copy; 2, 3, 4, 5, 8 for char-LM), every method (BPTT, DNI, DNI + Aux, one
 ``--set`` apart) and every seed, through the CLI, one single-threaded process per run (``--jobs`` at a
-time). All methods of a task get the same number of ticks, hence the same samples. Finished runs (a
+time). All methods of a task get the same number of ticks (time steps x batch). Finished runs (a
 ``summary.json`` in their folder) are reused, so the grid can be resumed. Then it writes
 docs/results/rnn.md (our table beside the paper's, per-seed figures, budget) and
-docs/results/rnn_curves.png (max solved length against samples seen).
+docs/results/rnn_curves.png (max solved length against sequences seen; named after ``--doc``).
 
     python experiments/rnn.py                      # the whole grid, default budget
     python experiments/rnn.py --tasks copy --seeds 0 --copy-ticks 2000 --out runs/rnn-smoke   # a smoke run
@@ -160,8 +160,10 @@ def main(argv: list[str] | None = None) -> None:
         results[g] = summary["final"].get(METRIC[g[0]])
         wall.setdefault(g[0], []).append(summary["wall_s"])
     rows = table(results, args.tasks, args.seeds)
-    png = args.doc.with_name("rnn_curves.png")
-    plot(args.out, args.tasks, args.seeds, png)
+    png = args.doc.with_name(f"{args.doc.stem}_curves.png")
+    has_curves = any(t != "char_lm" for t in args.tasks)
+    if has_curves:
+        plot(args.out, args.tasks, args.seeds, png)
     budget = [f"- {task}: {args.char_ticks if task == 'char_lm' else args.copy_ticks} ticks per run "
               f"(x the batch: {BATCH[task]} sequences in lockstep), {len(wall[task])} runs, "
               f"{sum(wall[task]) / 60:.1f} run-minutes in all (sum of the single-threaded runs' wall times on a "
@@ -176,13 +178,13 @@ def main(argv: list[str] | None = None) -> None:
         "validation point. Paper: Jaderberg et al. 2017, table 2, trained far longer (and char-LM on PTB).", "",
         "Budget:", *budget, f"- wall time of the last invocation (finished runs are reused): {(time.time() - started) / 60:.1f} min",
         "",
-        *rows, "", "![max solved length against samples](rnn_curves.png)", ""])
+        *rows, "", *([f"![max solved length against samples]({png.name})", ""] if has_curves else [])])
     args.doc.parent.mkdir(parents=True, exist_ok=True)
     if args.doc.is_file() and NOTES in args.doc.read_text(encoding="utf-8"):  # keep the hand-written reading
         text += args.doc.read_text(encoding="utf-8").split(NOTES, 1)[1].join([NOTES, ""])
     args.doc.write_text(text, encoding="utf-8")
     print("\n".join(rows))
-    print(f"wrote {args.doc} and {png}")
+    print(f"wrote {args.doc}" + (f" and {png}" if has_curves else ""))
 
 
 if __name__ == "__main__":

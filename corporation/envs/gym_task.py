@@ -85,6 +85,7 @@ class GymParams:
     entropy_coef: float = 0.01
     reward_scale: float = 1.0  # rewards are multiplied by this in the loss (metrics stay raw)
     normalize_advantage: bool = False  # standardise the advantages of each update window
+    init_log_std: float = 0.0  # Box actions: added to the policy's log_std output (its starting spread)
     test_episodes: int = 10
     test_seed: int = 1_000_000
     test_max_steps: int = 100_000
@@ -128,7 +129,7 @@ class GymTask:
         self.generator = generator
         obs_space, act_space = env_spaces(params.env, params.env_kwargs, "task.env")
         self.codec = ObsCodec.of(obs_space)
-        self.head: ActionHead = action_head(act_space)
+        self.head: ActionHead = action_head(act_space, init_log_std=params.init_log_std)
         fn = functools.partial(make_env, params.env, params.env_kwargs)
         self.env = SyncVectorEnv([fn] * params.num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))

@@ -95,13 +95,14 @@ class PZParams:
     env: str = "mpe2.simple_speaker_listener_v4"  # module (parallel_env / env) or "module:factory"
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     num_envs: int = 16
-    actions: dict[str, Literal["policy", "direct"]] = field(default_factory=dict)  # env agent -> mode
+    actions: dict[str, Literal["policy", "one_hot", "direct"]] = field(default_factory=dict)  # env agent -> mode
     observe: dict[str, list[int]] = field(default_factory=dict)  # env agent -> [start, stop) of its obs
     gamma: float = 0.99
     value_coef: float = 0.5
     entropy_coef: float = 0.01
     reward_scale: float = 1.0
     normalize_advantage: bool = False  # standardise the advantages of each update window
+    init_log_std: float = 0.0  # Box actions: added to the policy's log_std output (its starting spread)
     test_episodes: int = 10
     test_seed: int = 1_000_000
     test_max_steps: int = 100_000
@@ -139,7 +140,8 @@ class PZTask:
         self.agents = list(agents)
         self.codecs = {a: ObsCodec.of(obs_spaces[a], params.observe.get(a)) for a in agents}
         self.raw = {a: ObsCodec.of(obs_spaces[a]) for a in agents}
-        self.heads: dict[str, ActionHead] = {a: action_head(act_spaces[a], params.actions.get(a, "policy"))
+        self.heads: dict[str, ActionHead] = {a: action_head(act_spaces[a], params.actions.get(a, "policy"),
+                                                          params.init_log_std)
                                              for a in agents}
         self.by_port = {f"{port_name(a)}_act": a for a in agents}
         self.rollouts = {a: Rollout(f"{port_name(a)}_act", params.gamma, params.value_coef, params.entropy_coef,
@@ -171,7 +173,7 @@ class PZTask:
     def check_scenario(cls, params: PZParams, scenario: Any) -> None:
         agents = env_spaces(params.env, params.env_kwargs, "task.env")[0]
         for a in agents:
-            if params.actions.get(a, "policy") == "policy":
+            if params.actions.get(a, "policy") != "direct":  # policy, one_hot: an actor-critic output
                 check_acting_agent(scenario, f"{port_name(a)}_act")
 
     # ----- stepping ----------------------------------------------------------------------------------

@@ -7,10 +7,16 @@ Actions, ``policy`` mode (an actor-critic head; the loss port's size is the layo
 
 - ``Discrete(n)``: output ``[logits (n) | value (1)]``, a categorical policy.
 - ``Box`` of shape ``(d,)``: output ``[mean (d) | log_std (d) | value (1)]``, a diagonal Gaussian over u;
-  log_std is clamped to [-5, 2]. Where a dimension has finite bounds the env gets the squashed
+  log_std (the output plus the task's ``init_log_std``, so a zero-initialised policy layer starts at that
+  spread) is clamped to [-5, 2]. Where a dimension has finite bounds the env gets the squashed
   ``low + (high - low) * sigmoid(u)``, else u itself. The policy gradient uses the Gaussian log-probability of
   u: the squashing's Jacobian does not depend on the parameters once u is drawn, so it drops out of the
   gradient. The entropy bonus is the Gaussian's (of u). The greedy action (tests) is the squashed mean.
+
+Actions, ``one_hot`` mode (``Box (d,)`` with finite bounds): output ``[logits (d) | value (1)]``, a categorical
+policy over the box's d "axis" actions: the chosen coordinate at ``high``, the others at ``low``. For an env whose
+continuous action is a set of non-negative pushes (MPE), these are exactly the discrete moves, so a categorical
+policy can drive the continuous-action env (the other agents keep their continuous actions).
 
 Actions, ``direct`` mode (``Box (d,)`` only): output ``[action (d)]``, clipped to the bounds and handed to the
 env as is; no policy loss (the agent learns through its other edges, e.g. a message to another agent).
@@ -110,15 +116,29 @@ class CategoricalHead(ActionHead):
         return action.cpu().numpy().astype(np.int64)
 
 
-class GaussianHead(ActionHead):
+class OneHotHead(CategoricalHead):
     def __init__(self, low: np.ndarray, high: np.ndarray):
+        super().__init__(len(low))
+        self.low, self.high = low.astype(np.float32), high.astype(np.float32)
+
+    def to_env(self, action):
+        k = action.cpu().numpy().astype(np.int64)
+        out = np.repeat(self.low[None, :], len(k), axis=0)
+        out[np.arange(len(k)), k] = self.high[k]
+        return out
+
+
+class GaussianHead(ActionHead):
+    def __init__(self, low: np.ndarray, high: np.ndarray, init_log_std: float = 0.0):
+        self.init_log_std = init_log_std
         self.low = torch.as_tensor(low, dtype=torch.float32)
         self.high = torch.as_tensor(high, dtype=torch.float32)
         self.d = len(low)
         self.size = 2 * self.d + 1
 
     def sample(self, params, gen):
-        mean, log_std = params[:, : self.d], params[:, self.d:].clamp(LOG_STD_MIN, LOG_STD_MAX)
+        mean = params[:, : self.d]
+        log_std = (params[:, self.d:] + self.init_log_std).clamp(LOG_STD_MIN, LOG_STD_MAX)
         std = log_std.exp()
         eps = torch.randn(mean.shape, generator=gen).to(mean.device)
         action = (mean + std * eps).detach()
@@ -153,8 +173,9 @@ class DirectHead(ActionHead):
         return a.numpy().astype(np.float32)
 
 
-def action_head(space: Any, mode: str = "policy") -> ActionHead:
-    """The head driving ``space`` in ``mode`` (policy | direct); UnsupportedSpace otherwise."""
+def action_head(space: Any, mode: str = "policy", init_log_std: float = 0.0) -> ActionHead:
+    """The head driving ``space`` in ``mode`` (policy | one_hot | direct); UnsupportedSpace otherwise.
+    ``init_log_std`` offsets a Gaussian policy's log_std output (ignored by the other heads)."""
     if isinstance(space, spaces.Discrete) and mode == "policy":
         if int(space.start) != 0:
             raise UnsupportedSpace(f"action space {space} starts at {space.start}; only Discrete(n) from 0")
@@ -162,7 +183,11 @@ def action_head(space: Any, mode: str = "policy") -> ActionHead:
     if isinstance(space, spaces.Box) and len(space.shape) == 1:
         low = np.where(np.isfinite(space.low), space.low, -np.inf).astype(np.float32)
         high = np.where(np.isfinite(space.high), space.high, np.inf).astype(np.float32)
-        return GaussianHead(low, high) if mode == "policy" else DirectHead(low, high)
-    if mode == "direct":
+        if mode == "one_hot":
+            if not (np.isfinite(low).all() and np.isfinite(high).all()):
+                raise UnsupportedSpace(f"action space {space} has infinite bounds: one_hot needs a bounded Box")
+            return OneHotHead(low, high)
+        return GaussianHead(low, high, init_log_std) if mode == "policy" else DirectHead(low, high)
+    if mode in ("direct", "one_hot"):
         raise UnsupportedSpace(f"action space {space} cannot be driven directly (a 1-D Box only)")
     raise UnsupportedSpace(f"action space {space} cannot be driven (Discrete or a 1-D Box)")
