@@ -21,12 +21,45 @@ the window's valid pairs when ``normalize_advantage``).
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
-from ..errors import CorporationError
+from ..errors import CorporationError, ScenarioError
+from ..schema import positive
+
+
+@dataclass
+class A2CKeys:
+    """The keys the RL tasks share (``gymnasium``, ``pettingzoo``; docs/rl.md): the environment, the A2C loss and
+    the greedy test episodes. Each task overrides ``kind`` and ``env`` (their defaults) and adds its own keys."""
+
+    kind: str = ""
+    env: str = ""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the env's factory
+    num_envs: int = 16  # vectorised environments = rows of a batch
+    gamma: float = 0.99
+    value_coef: float = 0.5
+    entropy_coef: float = 0.01
+    reward_scale: float = 1.0  # rewards are multiplied by this in the loss (metrics stay raw)
+    normalize_advantage: bool = False  # standardise the advantages of each update window
+    init_log_std: float = 0.0  # Box actions: added to the policy's log_std output (its starting spread)
+    test_episodes: int = 10
+    test_seed: int = 1_000_000
+    test_max_steps: int = 100_000
+
+    def check_a2c(self, path: str) -> None:
+        """The shared keys' ranges (one-line errors at ``path.key``)."""
+        positive(self.num_envs, path, "num_envs")
+        positive(self.value_coef, path, "value_coef", allow_zero=True)
+        positive(self.entropy_coef, path, "entropy_coef", allow_zero=True)
+        positive(self.reward_scale, path, "reward_scale")
+        positive(self.test_episodes, path, "test_episodes", allow_zero=True)
+        positive(self.test_max_steps, path, "test_max_steps")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ScenarioError(f"must be within [0, 1], got {self.gamma}", f"{path}.gamma")
 
 
 @dataclass

@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import importlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -29,10 +29,9 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from ..errors import CorporationError, ScenarioError, did_you_mean
 from ..registry import TASKS
-from ..schema import positive
 from ..tasks.base import Emission, Port, System
 from . import ac_model  # noqa: F401  (registers the 'actor_critic' model kind)
-from .a2c import Episodes, Rollout, Transition
+from .a2c import A2CKeys, Episodes, Rollout, Transition
 from .spaces import ActionHead, ObsCodec, UnsupportedSpace, action_head
 
 
@@ -73,32 +72,14 @@ def env_spaces(env: str, kwargs: dict[str, Any], path: str) -> tuple[Any, Any]:
 
 
 @dataclass
-class GymParams:
+class GymParams(A2CKeys):
     """Keys of ``task: {kind: gymnasium, ...}`` (docs/rl.md)."""
 
     kind: str = "gymnasium"
     env: str = "CartPole-v1"  # a registered id, or "module:Id" (the module is imported first)
-    env_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to gymnasium.make
-    num_envs: int = 16  # vectorised environments = rows of a batch
-    gamma: float = 0.99
-    value_coef: float = 0.5
-    entropy_coef: float = 0.01
-    reward_scale: float = 1.0  # rewards are multiplied by this in the loss (metrics stay raw)
-    normalize_advantage: bool = False  # standardise the advantages of each update window
-    init_log_std: float = 0.0  # Box actions: added to the policy's log_std output (its starting spread)
-    test_episodes: int = 10
-    test_seed: int = 1_000_000
-    test_max_steps: int = 100_000
 
     def check(self, path: str) -> None:
-        positive(self.num_envs, path, "num_envs")
-        positive(self.value_coef, path, "value_coef", allow_zero=True)
-        positive(self.entropy_coef, path, "entropy_coef", allow_zero=True)
-        positive(self.reward_scale, path, "reward_scale")
-        positive(self.test_episodes, path, "test_episodes", allow_zero=True)
-        positive(self.test_max_steps, path, "test_max_steps")
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ScenarioError(f"must be within [0, 1], got {self.gamma}", f"{path}.gamma")
+        self.check_a2c(path)
         check_env_id(self.env, f"{path}.env")
         obs_space, act_space = env_spaces(self.env, self.env_kwargs, f"{path}.env")
         try:

@@ -28,9 +28,8 @@ import torch
 
 from ..errors import CorporationError, ScenarioError, did_you_mean
 from ..registry import TASKS
-from ..schema import positive
 from ..tasks.base import Emission, Port, System
-from .a2c import Episodes, Rollout, Transition
+from .a2c import A2CKeys, Episodes, Rollout, Transition
 from .gym_task import check_acting_agent
 from .spaces import ActionHead, ObsCodec, UnsupportedSpace, action_head
 
@@ -88,34 +87,16 @@ def env_spaces(env: str, kwargs: dict[str, Any], path: str):
 
 
 @dataclass
-class PZParams:
+class PZParams(A2CKeys):
     """Keys of ``task: {kind: pettingzoo, ...}`` (docs/rl.md)."""
 
     kind: str = "pettingzoo"
     env: str = "mpe2.simple_speaker_listener_v4"  # module (parallel_env / env) or "module:factory"
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
-    num_envs: int = 16
     actions: dict[str, Literal["policy", "one_hot", "direct"]] = field(default_factory=dict)  # env agent -> mode
     observe: dict[str, list[int]] = field(default_factory=dict)  # env agent -> [start, stop) of its obs
-    gamma: float = 0.99
-    value_coef: float = 0.5
-    entropy_coef: float = 0.01
-    reward_scale: float = 1.0
-    normalize_advantage: bool = False  # standardise the advantages of each update window
-    init_log_std: float = 0.0  # Box actions: added to the policy's log_std output (its starting spread)
-    test_episodes: int = 10
-    test_seed: int = 1_000_000
-    test_max_steps: int = 100_000
 
     def check(self, path: str) -> None:
-        positive(self.num_envs, path, "num_envs")
-        positive(self.value_coef, path, "value_coef", allow_zero=True)
-        positive(self.entropy_coef, path, "entropy_coef", allow_zero=True)
-        positive(self.reward_scale, path, "reward_scale")
-        positive(self.test_episodes, path, "test_episodes", allow_zero=True)
-        positive(self.test_max_steps, path, "test_max_steps")
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ScenarioError(f"must be within [0, 1], got {self.gamma}", f"{path}.gamma")
+        self.check_a2c(path)
         agents, obs, act = env_spaces(self.env, self.env_kwargs, f"{path}.env")
         for key in ("actions", "observe"):
             for a in getattr(self, key):
