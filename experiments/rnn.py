@@ -41,10 +41,11 @@ NOTES = "<!-- notes: kept when the table is regenerated -->"
 
 
 def run_one(task: str, method: str, unroll: int, seed: int, ticks: int, out: Path, extra: list[str]) -> dict:
-    """One run through the CLI (single-threaded); returns its summary (reused if already there)."""
+    """One run through the CLI (single-threaded); returns its summary (reused if already there with the same
+    budget; a finished run of another budget is run again)."""
     folder = out / f"{task}-{method}-T{unroll}-s{seed}"
     summary = folder / "summary.json"
-    if not summary.is_file():
+    if not summary.is_file() or json.loads(summary.read_text()).get("ticks") != ticks:
         sets = [*METHODS[method], f"agents.lstm.update.unroll={unroll}", f"train.ticks={ticks}"]
         sets += extra if method == "dni_aux" else []
         cmd = [sys.executable, "-m", "corporation", "run", str(ROOT / "scenarios" / f"{task}.yaml"), "--quiet",
