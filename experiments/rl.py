@@ -141,6 +141,8 @@ def report(seeds: list[int]) -> None:
                 print(f"| {variant} | {seed} | {summary['wall_s']:.0f} | {f.get('train/episode_return', float('nan')):.1f} "
                       f"| {f.get('test/episode_return', float('nan')):.1f} | {hit if hit is not None else '-'} |")
         for ax in axes:
+            if REFERENCES.get(exp):  # keep the early dips from squashing the curves; the table has them
+                ax.set_ylim(bottom=min(REFERENCES[exp].values()) - 10)
             for name, value in REFERENCES.get(exp, {}).items():
                 ax.axhline(value, color="grey", ls=":", lw=1)
                 ax.annotate(name, (ax.get_xlim()[0], value), fontsize=7, color="grey", va="bottom")
