@@ -75,9 +75,9 @@ def test_no_traceback_from_the_real_entry_point(tmp_path):
 
 
 def test_a_failing_run_keeps_what_it_wrote(tmp_path, monkeypatch):
+    from corporation import from_dict
     from corporation.engine import Engine
     from corporation.runner import run_scenario
-    from corporation import from_dict
 
     step = Engine.step
 
