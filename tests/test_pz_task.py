@@ -60,6 +60,8 @@ def test_unknown_env_agent_is_a_one_line_error_with_a_suggestion():
 def test_undrivable_action_and_missing_module_are_one_line_errors():
     msg = one_line_error(["task.actions={listener: direct}"])
     assert "listener" in msg and "Discrete(3)" in msg and "cannot be driven directly" in msg
+    msg = one_line_error(["task.actions={speaker: direct, listener: one_hot}"])
+    assert "listener" in msg and "Discrete(3)" in msg and "cannot be driven" in msg
     msg = one_line_error(["task.env=nosuchpkg.nosuchenv"])
     assert "task.env" in msg and "cannot import PettingZoo env module 'nosuchpkg.nosuchenv'" in msg
 
@@ -126,3 +128,14 @@ def test_speaker_listener_scenario_runs():
                     ["task.num_envs=2", "task.test_episodes=1", "train.ticks=14", "train.eval_every=14"])
     last = Engine(scenario).run()
     assert last["train/env_steps"] == 28 and "test/listener_0/episode_return" in last
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mpe2") is None, reason="mpe2 not installed (pip install mpe2)")
+def test_one_hot_listener_sends_mpe_its_discrete_moves_as_continuous_actions():
+    from corporation.envs.pz_task import PZTask
+
+    scenario = load(ROOT / "scenarios" / "speaker_listener.yaml", ["task.num_envs=2"])
+    assert PZTask.ports(scenario.task)["listener_0_act"].size == 5 + 1  # logits of MPE's 5 moves, a value
+    task = PZTask(scenario.task, torch.device("cpu"), torch.Generator().manual_seed(0))
+    moves = task.heads["listener_0"].to_env(torch.tensor([2, 4]))
+    np.testing.assert_array_equal(moves, [[0, 0, 1, 0, 0], [0, 0, 0, 0, 1]])  # right, up: u = a[2]-a[1], a[4]-a[3]
