@@ -141,10 +141,15 @@ class SyntheticInput(nn.Module):
 
 
 class Stats:
-    """Running sums of a regression's loss, cosine(prediction, target) and target age, read at log time."""
+    """Running sums of a regression's loss, cosine(prediction, target) and target age, read at log time.
+
+    ``r2`` (explained variance) is 1 - sum(loss) / sum(target energy), both per example: 1 for a perfect
+    prediction, 0 for one no better than predicting zero (a fresh M), negative for one that adds noise.
+    The loss must be ``sum ||pred - target||^2 / B`` (per-example squared error, batch mean) for it to hold."""
 
     def __init__(self, device: torch.device):
         self.loss = torch.zeros((), device=device)
+        self.energy = torch.zeros((), device=device)
         self.cosine = torch.zeros((), device=device)
         self.count = 0
         self.age_sum = 0
@@ -153,6 +158,7 @@ class Stats:
     @torch.no_grad()
     def add(self, loss: torch.Tensor, pred: torch.Tensor, target: torch.Tensor, age: int) -> None:
         self.loss += loss
+        self.energy += (target ** 2).sum() / max(target.shape[0], 1)
         self.cosine += F.cosine_similarity(pred.flatten(), target.flatten(), dim=0, eps=1e-12)
         self.count += 1
         self.age_sum += age
@@ -166,7 +172,10 @@ class Stats:
                f"{prefix}/cosine": float(self.cosine) / self.count,
                f"{prefix}/staleness": self.age_sum / self.count,
                f"{prefix}/staleness_max": float(self.age_max)}
+        if float(self.energy) > 0.0:  # all-zero targets (e.g. only sequence ends): no r2
+            out[f"{prefix}/r2"] = 1.0 - float(self.loss) / float(self.energy)
         self.loss.zero_()
+        self.energy.zero_()
         self.cosine.zero_()
         self.count = self.age_sum = self.age_max = 0
         return out

@@ -29,7 +29,7 @@ def test_run_writes_scenario_metrics_and_summary(tmp_path):
     assert resolved["seed"] == 3 and resolved["train"]["ticks"] == 6
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["tick"] for r in lines] == [3, 6]
-    assert {"train/loss", "test/loss", "test/accuracy", "sg/l1-l2/loss", "sg/l1-l2/cosine"} <= set(lines[-1])
+    assert {"train/loss", "test/loss", "test/accuracy", "sg/l1-l2/loss", "sg/l1-l2/cosine", "sg/l1-l2/r2"} <= set(lines[-1])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["name"] == "chain" and summary["seed"] == 3 and summary["ticks"] == 6
     assert summary["wall_s"] > 0 and 0 <= summary["final"]["test/accuracy"] <= 1
