@@ -4,7 +4,7 @@ window end, M linear, zero-initialised, Adam, bootstrapped target; same sizes, c
 scenarios/copy.yaml), which also computes, at every boundary, the EXACT gradient of the rest of the
 sequence's loss w.r.t. the boundary state (an extra forward/backward with the current weights).
 
-It prints, per 5k ticks, M's explained variance (r2 = 1 - sum||g_hat - g||^2 / sum||g||^2) against its
+It prints, every ``--every`` ticks (5k), M's explained variance (r2 = 1 - sum||g_hat - g||^2 / sum||g||^2) against its
 bootstrapped target and against the exact gradient, and the cosine with the exact gradient. With
 ``--target exact`` M is trained on the exact gradient instead: the best a linear M could do here.
 ``--g-hat noise`` applies random noise instead of M's output (a control), ``--g-hat zero`` nothing (BPTT).
@@ -30,6 +30,7 @@ p.add_argument("--g-hat", choices=["M", "noise", "zero"], default="M",
 p.add_argument("--boot-scale", type=float, default=SCALE_DEFAULT,
                help="scale of the next g_hat inside M's bootstrapped target (the engine: the applied 0.1)")
 p.add_argument("--seed", type=int, default=0)
+p.add_argument("--every", type=int, default=5000, help="ticks between reports")
 a = p.parse_args()
 torch.manual_seed(a.seed)
 torch.set_num_threads(1)
@@ -108,7 +109,7 @@ while tick < a.ticks:
     opt.step()
     prev = None if end else s_end.detach()
     state = tuple(s.detach() for s in state)
-    if tick % 5000 < a.T and acc["cos"][1]:
+    if tick % a.every < a.T and acc["cos"][1]:
         r2 = {k: 1 - acc[k][0] / max(acc[k][1], 1e-12) for k in ("boot", "exact")}
         print(f"tick {tick:6d}  level N={n}  r2 vs bootstrapped target {r2['boot']:+.3f}  "
               f"r2 vs exact gradient {r2['exact']:+.3f}  cosine with exact {acc['cos'][0] / acc['cos'][1]:+.3f}",
