@@ -4,9 +4,12 @@ window end, M linear, zero-initialised, Adam, bootstrapped target; same sizes, c
 scenarios/copy.yaml), which also computes, at every boundary, the EXACT gradient of the rest of the
 sequence's loss w.r.t. the boundary state (an extra forward/backward with the current weights).
 
-It prints, every ``--every`` ticks (5k), M's explained variance (r2 = 1 - sum||g_hat - g||^2 / sum||g||^2) against its
-bootstrapped target and against the exact gradient, and the cosine with the exact gradient. With
-``--target exact`` M is trained on the exact gradient instead: the best a linear M could do here.
+It prints, every ``--every`` ticks (5k), the curriculum level and M's explained variance
+(r2 = 1 - sum||g_hat - g||^2 / sum||g||^2) against its bootstrapped target and against the exact gradient, and
+its cosine with the exact gradient. ``--target exact`` trains M on the exact gradient instead (what a perfect
+bootstrap would hand it);
+``--target nstep --horizon K`` on the true loss of the next K windows plus the bootstrap after them
+(an n-step target; K = 1 is the engine's).
 ``--g-hat noise`` applies random noise instead of M's output (a control), ``--g-hat zero`` nothing (BPTT).
 
     python experiments/copy_sg_quality.py                  # M trained as in the engine
@@ -23,7 +26,8 @@ SCALE_DEFAULT = 0.1
 p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 p.add_argument("--T", type=int, default=2, help="window (update.unroll)")
 p.add_argument("--ticks", type=int, default=20000)
-p.add_argument("--target", choices=["bootstrap", "exact"], default="bootstrap")
+p.add_argument("--target", choices=["bootstrap", "exact", "nstep"], default="bootstrap")
+p.add_argument("--horizon", type=int, default=2, help="--target nstep: windows of true loss before the bootstrap")
 p.add_argument("--g-hat", choices=["M", "noise", "zero"], default="M",
                help="what is applied at window ends: M's output (DNI), Gaussian noise of about M's size "
                     "(per-unit std 0.15: a control), or nothing (truncated BPTT); M is trained in every case")
@@ -49,10 +53,11 @@ def batch(n: int):
     return x, torch.cat([torch.zeros(n + 1, B, BITS), sym]), n
 
 
-def rest_loss(state, seq, pos):
-    """Loss of the rest of the sequence from ``state`` at step ``pos`` (per-example sums, batch mean)."""
+def rest_loss(state, seq, pos, steps=None):
+    """Loss of the rest of the sequence from ``state`` at step ``pos`` (per-example sums, batch mean), or of
+    its next ``steps`` steps only; and the state where it stops."""
     (x, y, n), total = seq, torch.zeros(())
-    for t in range(pos, len(x)):
+    for t in range(pos, len(x) if steps is None else min(len(x), pos + steps)):
         state = cell(x[t], state)
         if t > n:
             total = total + F.binary_cross_entropy_with_logits(readout(state[0]), y[t], reduction="sum") / B
@@ -94,6 +99,18 @@ while tick < a.ticks:
         boot = torch.cat(torch.autograd.grad(outs, leaf, grads, retain_graph=True, materialize_grads=True), 1) * B
         s0 = tuple(s.detach().requires_grad_(True) for s in leaf)
         exact = torch.cat(torch.autograd.grad(rest_loss(s0, *start)[0], s0), 1) * B
+        if a.target == "nstep":  # true loss over the next horizon * T steps, then the (scaled) g_hat there
+            s1 = tuple(s.detach().requires_grad_(True) for s in leaf)
+            loss_n, s_n = rest_loss(s1, *start, steps=a.horizon * a.T)
+            outs_n = [loss_n]
+            grads_n = [torch.ones(())]
+            if start[1] + a.horizon * a.T < len(start[0][0]):  # the sequence goes on: bootstrap there
+                s_cat = torch.cat(s_n, 1)
+                outs_n.append(s_cat)
+                grads_n.append(M(s_cat.detach()).detach() * a.boot_scale / B)
+            keep = [i for i, o in enumerate(outs_n) if o.requires_grad]
+            boot = torch.cat(torch.autograd.grad([outs_n[i] for i in keep], s1, [grads_n[i] for i in keep],
+                                                 materialize_grads=True), 1) * B if keep else torch.zeros_like(prev)
         pred = M(prev)
         for key, tgt in (("boot", boot), ("exact", exact)):
             acc[key][0] += float(((pred.detach() - tgt) ** 2).sum()) / B
@@ -101,7 +118,7 @@ while tick < a.ticks:
         acc["cos"][0] += float(F.cosine_similarity(pred.detach().flatten(), exact.flatten(), dim=0))
         acc["cos"][1] += 1
         m_opt.zero_grad()
-        (((pred - (boot if a.target == "bootstrap" else exact)) ** 2).sum(1).mean()).backward()
+        (((pred - (exact if a.target == "exact" else boot)) ** 2).sum(1).mean()).backward()
         m_opt.step()
     opt.zero_grad()
     if pairs(window_loss, s_end, applied)[0]:

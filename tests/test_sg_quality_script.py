@@ -13,7 +13,7 @@ LINE = re.compile(r"tick +(\d+) +level N=(\d+) +r2 vs bootstrapped target ([-+]\
                   r"([-+]\d+\.\d+) +cosine with exact ([-+]\d+\.\d+)")
 
 
-@pytest.mark.parametrize("flags", [[], ["--target", "exact", "--g-hat", "noise"], ["--g-hat", "zero", "--T", "3"]])
+@pytest.mark.parametrize("flags", [[], ["--target", "exact", "--g-hat", "noise"], ["--target", "nstep", "--g-hat", "zero", "--T", "3"]])
 def test_replica_runs_and_reports(flags: list[str]) -> None:
     out = subprocess.run([sys.executable, str(SCRIPT), "--ticks", "600", "--every", "300", *flags],
                          capture_output=True, text=True, check=True, timeout=120).stdout
