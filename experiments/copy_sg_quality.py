@@ -33,6 +33,7 @@ p.add_argument("--g-hat", choices=["M", "noise", "zero"], default="M",
                     "(per-unit std 0.15: a control), or nothing (truncated BPTT); M is trained in every case")
 p.add_argument("--boot-scale", type=float, default=SCALE_DEFAULT,
                help="scale of the next g_hat inside M's bootstrapped target (the engine: the applied 0.1)")
+p.add_argument("--m-lr", type=float, default=3e-3, help="M's Adam learning rate (the engine: the agent's, 3e-3)")
 p.add_argument("--seed", type=int, default=0)
 p.add_argument("--every", type=int, default=5000, help="ticks between reports")
 a = p.parse_args()
@@ -43,7 +44,7 @@ cell, readout = torch.nn.LSTMCell(BITS + 1, H), torch.nn.Linear(H, BITS)
 opt = torch.optim.Adam([*cell.parameters(), *readout.parameters()], lr=3e-3)
 M = torch.nn.Linear(2 * H, 2 * H)
 torch.nn.init.zeros_(M.weight), torch.nn.init.zeros_(M.bias)
-m_opt = torch.optim.Adam(M.parameters(), lr=3e-3)
+m_opt = torch.optim.Adam(M.parameters(), lr=a.m_lr)
 
 
 def batch(n: int):
