@@ -267,9 +267,9 @@ class Agent:
 
 
 class AuxHead(nn.Module):
-    """DNI + Aux: a zero-initialised linear head A that predicts, from each carried state s_i of the window
-    (for an LSTM the concatenated (h, c); states after a sequence start only), the synthetic gradient
-    M(s_end) of the window's END boundary (zero where the sequence ends there): "the synthetic gradient
+    """DNI + Aux: a zero-initialised linear head A that predicts, from each step of the window (its output h,
+    or with ``state.aux_input: state`` its whole carried state, for an LSTM the concatenated (h, c); steps
+    after a sequence start only), the synthetic gradient M(s_end) of the window's END boundary (zero where the sequence ends there): "the synthetic gradient
     T steps ahead". The regression ``aux_weight * mean_i ||A(s_i) - M(s_end)||^2`` (summed over units,
     batch mean; the target is M's raw per-example output, detached) is an auxiliary loss only: it trains A
     and this agent's recurrent body, its value is never used, and its gradient never reaches the
@@ -278,8 +278,9 @@ class AuxHead(nn.Module):
     def __init__(self, body: nn.Module, spec: AgentSpec):
         super().__init__()
         size = body.state_size()
+        self.from_h = spec.state.aux_input == "h"
         with torch.random.fork_rng(devices=[]):
-            self.net = nn.Linear(size, size)
+            self.net = nn.Linear(body.hidden if self.from_h else size, size)
         with torch.no_grad():  # zero-initialised (like M): no aux gradient reaches the core until A learns
             self.net.weight.zero_()
             self.net.bias.zero_()
@@ -290,10 +291,10 @@ class AuxHead(nn.Module):
         self.stats = Stats(device)
 
     def record(self, state: tuple[torch.Tensor, ...], start: bool) -> None:
-        """Keep a state of the current window (a sequence start forgets the old sequence's states)."""
+        """Keep what A reads of this step (a sequence start forgets the old sequence's steps)."""
         if start:
             self.states.clear()
-        self.states.append(torch.cat(state, dim=1))
+        self.states.append(state[0] if self.from_h else torch.cat(state, dim=1))
 
     def fit(self, sg: nn.Module | None, end_state: torch.Tensor, body: nn.Module, weight: float,
             tick: int) -> None:

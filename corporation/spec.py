@@ -116,13 +116,16 @@ class StateSpec:
     ``bptt``: the carried state is cut, no gradient from the future. ``dni``: g_hat = M(state) is
     backpropagated into the window as the gradient of all future loss; M's target is the gradient that
     reaches that boundary state in the next window (bootstrapped). ``zero_at_end``: no synthetic gradient
-    (and a zero target) where a sequence ends. ``aux``: DNI + Aux (see docs/rnn.md)."""
+    (and a zero target) where a sequence ends. ``aux``: DNI + Aux (see docs/rnn.md); ``aux_input``: the
+    Aux head predicts from the RNN's output h (default; the paper's "the RNN predicts") or from the whole
+    carried state (for an LSTM concat(h, c))."""
 
     kind: Literal["bptt", "dni"] = "bptt"
     sg: Any = field(default=None, metadata={"registry": SYNTHESIZERS, "default_kind": "mlp"})
     zero_at_end: bool = True
     aux: bool = False
     aux_weight: float = 1.0
+    aux_input: Literal["h", "state"] = "h"  # what the Aux head reads: the RNN output h, or the whole state
 
     def __post_init__(self) -> None:
         if self.sg is None:

@@ -34,6 +34,7 @@ p.add_argument("--g-hat", choices=["M", "noise", "zero"], default="M",
 p.add_argument("--boot-scale", type=float, default=SCALE_DEFAULT,
                help="scale of the next g_hat inside M's bootstrapped target (the engine: the applied 0.1)")
 p.add_argument("--m-lr", type=float, default=3e-3, help="M's Adam learning rate (the engine: the agent's, 3e-3)")
+p.add_argument("--aux", type=float, default=0.0, help="DNI + Aux weight (0: off), as the engine's aux head")
 p.add_argument("--seed", type=int, default=0)
 p.add_argument("--every", type=int, default=5000, help="ticks between reports")
 a = p.parse_args()
@@ -45,6 +46,9 @@ opt = torch.optim.Adam([*cell.parameters(), *readout.parameters()], lr=3e-3)
 M = torch.nn.Linear(2 * H, 2 * H)
 torch.nn.init.zeros_(M.weight), torch.nn.init.zeros_(M.bias)
 m_opt = torch.optim.Adam(M.parameters(), lr=a.m_lr)
+A = torch.nn.Linear(2 * H, 2 * H)  # DNI + Aux: predicts, from each state of a window, g_hat at its end
+torch.nn.init.zeros_(A.weight), torch.nn.init.zeros_(A.bias)
+a_opt = torch.optim.Adam(A.parameters(), lr=3e-3)
 
 
 def batch(n: int):
@@ -74,16 +78,17 @@ def pairs(loss, s_end, g, scale=SCALE):
 n, tick, seq, pos, wrong, prev, start = 2, 0, None, 0, 0.0, None, None
 acc = {"boot": [0.0, 0.0], "exact": [0.0, 0.0], "cos": [0.0, 0]}
 while tick < a.ticks:
-    window_loss, leaf = torch.zeros(()), None
+    window_loss, leaf, window_states = torch.zeros(()), None, []
     for k in range(a.T):
         if seq is None or pos == len(seq[0]):
             seq, pos, wrong = batch(n), 0, 0.0
-            state = (torch.zeros(B, H), torch.zeros(B, H))
+            state, window_states = (torch.zeros(B, H), torch.zeros(B, H)), []
         if k == 0:
             leaf = state = tuple(s.detach().requires_grad_(True) for s in state)
             start = (seq, pos)  # where the boundary state sits: the exact target is the rest of this sequence
         x, y, level = seq
         state = cell(x[pos], state)
+        window_states.append(torch.cat(state, 1))
         if pos > level:
             logits = readout(state[0])
             window_loss = window_loss + F.binary_cross_entropy_with_logits(logits, y[pos], reduction="sum") / B
@@ -121,10 +126,14 @@ while tick < a.ticks:
         m_opt.zero_grad()
         (((pred - (exact if a.target == "exact" else boot)) ** 2).sum(1).mean()).backward()
         m_opt.step()
-    opt.zero_grad()
-    if pairs(window_loss, s_end, applied)[0]:
-        torch.autograd.backward(*pairs(window_loss, s_end, applied))
-    opt.step()
+    update_loss = window_loss
+    if a.aux:  # the engine's aux head: its gradient trains A and the LSTM, never M's target (computed above)
+        aux_target = torch.zeros_like(s_end) if end else M(s_end.detach()).detach()
+        update_loss = update_loss + a.aux * ((A(torch.stack(window_states)) - aux_target) ** 2).sum(2).mean()
+    opt.zero_grad(), a_opt.zero_grad()
+    if pairs(update_loss, s_end, applied)[0]:
+        torch.autograd.backward(*pairs(update_loss, s_end, applied))
+    opt.step(), a_opt.step()
     prev = None if end else s_end.detach()
     state = tuple(s.detach() for s in state)
     if tick % a.every < a.T and acc["cos"][1]:

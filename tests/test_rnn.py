@@ -204,13 +204,17 @@ def test_evaluation_resets_state_between_sequences() -> None:
     assert engine.evaluate() == engine.evaluate()
 
 
-def test_aux_head_trains_the_core_and_is_one_set_away() -> None:
+@pytest.mark.parametrize("aux_input, reads", [("h", 16), ("state", 32)])
+def test_aux_head_trains_the_core_and_is_one_set_away(aux_input: str, reads: int) -> None:
     """DNI + Aux: the aux regression learns and adds gradient to the recurrent body (params differ from
-    plain DNI after training), while plain DNI has no aux head."""
+    plain DNI after training), while plain DNI has no aux head. A reads h (16 units) or (h, c) (32) and
+    always predicts the whole state's g_hat (32)."""
     model = {"kind": "lstm", "hidden": 16}
     plain = Engine(from_dict(seq_raw(unroll=3, model=model)))
-    aux = Engine(from_dict(seq_raw(unroll=3, model=model, state={"aux": True, "aux_weight": 1.0})))
+    aux = Engine(from_dict(seq_raw(unroll=3, model=model,
+                                   state={"aux": True, "aux_weight": 1.0, "aux_input": aux_input})))
     assert plain.agents["r"].aux is None and aux.agents["r"].aux is not None
+    assert tuple(aux.agents["r"].aux.net.weight.shape) == (32, reads)
     plain.run(200)
     metrics = aux.run(200)
     assert metrics["sg/r-aux/loss"] > 0 and "sg/r-aux/loss" not in plain.run(1)
