@@ -35,6 +35,7 @@ p.add_argument("--boot-scale", type=float, default=SCALE_DEFAULT,
                help="scale of the next g_hat inside M's bootstrapped target (the engine: the applied 0.1)")
 p.add_argument("--m-lr", type=float, default=3e-3, help="M's Adam learning rate (the engine: the agent's, 3e-3)")
 p.add_argument("--aux", type=float, default=0.0, help="DNI + Aux weight (0: off), as the engine's aux head")
+p.add_argument("--aux-input", choices=["h", "state"], default="h", help="what the Aux head reads (engine: h)")
 p.add_argument("--seed", type=int, default=0)
 p.add_argument("--every", type=int, default=5000, help="ticks between reports")
 a = p.parse_args()
@@ -46,7 +47,7 @@ opt = torch.optim.Adam([*cell.parameters(), *readout.parameters()], lr=3e-3)
 M = torch.nn.Linear(2 * H, 2 * H)
 torch.nn.init.zeros_(M.weight), torch.nn.init.zeros_(M.bias)
 m_opt = torch.optim.Adam(M.parameters(), lr=a.m_lr)
-A = torch.nn.Linear(2 * H, 2 * H)  # DNI + Aux: predicts, from each state of a window, g_hat at its end
+A = torch.nn.Linear(H if a.aux_input == "h" else 2 * H, 2 * H)  # DNI + Aux: predicts g_hat at the window end
 torch.nn.init.zeros_(A.weight), torch.nn.init.zeros_(A.bias)
 a_opt = torch.optim.Adam(A.parameters(), lr=3e-3)
 
@@ -88,7 +89,7 @@ while tick < a.ticks:
             start = (seq, pos)  # where the boundary state sits: the exact target is the rest of this sequence
         x, y, level = seq
         state = cell(x[pos], state)
-        window_states.append(torch.cat(state, 1))
+        window_states.append(state[0] if a.aux_input == "h" else torch.cat(state, 1))
         if pos > level:
             logits = readout(state[0])
             window_loss = window_loss + F.binary_cross_entropy_with_logits(logits, y[pos], reduction="sum") / B
