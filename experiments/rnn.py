@@ -141,12 +141,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--copy-ticks", type=int, default=40000, help="ticks per copy and repeat-copy run")
     p.add_argument("--char-ticks", type=int, default=8000, help="ticks per char-LM run")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time (each single-threaded)")
+    p.add_argument("--aux-input", choices=["h", "state"], help="state.aux_input of the DNI + Aux runs "
+                   "(default: the scenario's, h)")
     p.add_argument("--aux-weight", type=float, help="state.aux_weight of the DNI + Aux runs (default: the "
                    "scenario's); finished BPTT/DNI runs in --out are reused")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "rnn")
     p.add_argument("--doc", type=Path, default=ROOT / "docs" / "results" / "rnn.md")
     args = p.parse_args(argv)
     extra = [] if args.aux_weight is None else [f"agents.lstm.state.aux_weight={args.aux_weight}"]
+    extra += [] if args.aux_input is None else [f"agents.lstm.state.aux_input={args.aux_input}"]
     if args.windows:
         for ts in WINDOWS.values():
             ts[:] = [t for t in ts if t in args.windows]
