@@ -267,10 +267,11 @@ class Agent:
 
 
 class AuxHead(nn.Module):
-    """DNI + Aux: a zero-initialised linear head A that predicts, from each step of the window (its output h,
-    or with ``state.aux_input: state`` its whole carried state, for an LSTM the concatenated (h, c); steps
-    after a sequence start only), the synthetic gradient M(s_end) of the window's END boundary (zero where the sequence ends there): "the synthetic gradient
-    T steps ahead". The regression ``aux_weight * mean_i ||A(s_i) - M(s_end)||^2`` (summed over units,
+    """DNI + Aux: a zero-initialised linear head A that predicts, from each step i of the window (steps after
+    a sequence start only), the synthetic gradient M(s_end) of the window's END boundary (zero where the
+    sequence ends there): "the synthetic gradient T steps ahead". A reads the step's output h_i, or with
+    ``state.aux_input: state`` its whole carried state s_i (for an LSTM the concatenated (h, c)).
+    The regression ``aux_weight * mean_i ||A(h_i) - M(s_end)||^2`` (summed over units,
     batch mean; the target is M's raw per-example output, detached) is an auxiliary loss only: it trains A
     and this agent's recurrent body, its value is never used, and its gradient never reaches the
     window-start state, so the state M's target stays exactly the bootstrapped one. See docs/rnn.md."""

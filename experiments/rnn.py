@@ -23,6 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from statistics import mean
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = {"bptt": ["agents.lstm.state.kind=bptt"], "dni": [], "dni_aux": ["agents.lstm.state.aux=true"]}
 LABEL = {"bptt": "BPTT", "dni": "DNI", "dni_aux": "DNI + Aux"}
@@ -40,14 +42,32 @@ BATCH = {"copy": 32, "repeat_copy": 32, "char_lm": 128}  # task.batch_size in th
 NOTES = "<!-- notes: kept when the table is regenerated -->"
 
 
+def ran_with(folder: Path, sets: list[str]) -> bool:
+    """Whether the run in ``folder`` (its resolved scenario.yaml) has every ``key=value`` of ``sets``."""
+    path = folder / "scenario.yaml"
+    if not path.is_file():
+        return False
+    resolved = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for item in sets:
+        key, value = item.split("=", 1)
+        node = resolved
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
+        if node != yaml.safe_load(value):
+            return False
+    return True
+
+
 def run_one(task: str, method: str, unroll: int, seed: int, ticks: int, out: Path, extra: list[str]) -> dict:
     """One run through the CLI (single-threaded); returns its summary (reused if already there with the same
-    budget; a finished run of another budget is run again)."""
+    budget and ``--set`` values; a finished run of another budget or setting is run again)."""
     folder = out / f"{task}-{method}-T{unroll}-s{seed}"
     summary = folder / "summary.json"
-    if not summary.is_file() or json.loads(summary.read_text()).get("ticks") != ticks:
-        sets = [*METHODS[method], f"agents.lstm.update.unroll={unroll}", f"train.ticks={ticks}"]
-        sets += extra if method == "dni_aux" else []
+    sets = [*METHODS[method], f"agents.lstm.update.unroll={unroll}", f"train.ticks={ticks}"]
+    sets += extra if method == "dni_aux" else []
+    if not summary.is_file() or not ran_with(folder, sets):
         cmd = [sys.executable, "-m", "corporation", "run", str(ROOT / "scenarios" / f"{task}.yaml"), "--quiet",
                "--seed", str(seed), "--out", str(folder), *[a for s in sets for a in ("--set", s)]]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
