@@ -47,7 +47,8 @@ opt = torch.optim.Adam([*cell.parameters(), *readout.parameters()], lr=3e-3)
 M = torch.nn.Linear(2 * H, 2 * H)
 torch.nn.init.zeros_(M.weight), torch.nn.init.zeros_(M.bias)
 m_opt = torch.optim.Adam(M.parameters(), lr=a.m_lr)
-A = torch.nn.Linear(H if a.aux_input == "h" else 2 * H, 2 * H)  # DNI + Aux: predicts g_hat at the window end
+with torch.random.fork_rng():  # zero-initialised below: leave the random stream as without Aux
+    A = torch.nn.Linear(H if a.aux_input == "h" else 2 * H, 2 * H)  # DNI + Aux: predicts g_hat at the window end
 torch.nn.init.zeros_(A.weight), torch.nn.init.zeros_(A.bias)
 a_opt = torch.optim.Adam(A.parameters(), lr=3e-3)
 
@@ -109,15 +110,11 @@ while tick < a.ticks:
         if a.target == "nstep":  # true loss over the next horizon * T steps, then the (scaled) g_hat there
             s1 = tuple(s.detach().requires_grad_(True) for s in leaf)
             loss_n, s_n = rest_loss(s1, *start, steps=a.horizon * a.T)
-            outs_n = [loss_n]
-            grads_n = [torch.ones(())]
-            if start[1] + a.horizon * a.T < len(start[0][0]):  # the sequence goes on: bootstrap there
-                s_cat = torch.cat(s_n, 1)
-                outs_n.append(s_cat)
-                grads_n.append(M(s_cat.detach()).detach() * a.boot_scale / B)
-            keep = [i for i, o in enumerate(outs_n) if o.requires_grad]
-            boot = torch.cat(torch.autograd.grad([outs_n[i] for i in keep], s1, [grads_n[i] for i in keep],
-                                                 materialize_grads=True), 1) * B if keep else torch.zeros_like(prev)
+            goes_on = start[1] + a.horizon * a.T < len(start[0][0])  # the sequence goes on: bootstrap there
+            s_cat = torch.cat(s_n, 1)
+            outs, grads = pairs(loss_n, s_cat, M(s_cat.detach()).detach() if goes_on else None, a.boot_scale)
+            boot = torch.cat(torch.autograd.grad(outs, s1, grads, materialize_grads=True), 1) * B if outs \
+                else torch.zeros_like(prev)
         pred = M(prev)
         for key, tgt in (("boot", boot), ("exact", exact)):
             acc[key][0] += float(((pred.detach() - tgt) ** 2).sum()) / B
