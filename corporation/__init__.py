@@ -11,7 +11,10 @@ Quick use::
 from . import interfaces, models, rnn_models, tasks  # noqa: F401  (register the built-in kinds)
 from .engine import Engine
 from .errors import CorporationError, DataError, ScenarioError
+from .guard import Diverged
+from .runner import load_run
 from .scenario import dump, from_dict, load
 
 __version__ = "0.1.0"
-__all__ = ["CorporationError", "DataError", "Engine", "ScenarioError", "dump", "from_dict", "load"]
+__all__ = ["CorporationError", "DataError", "Diverged", "Engine", "ScenarioError", "dump", "from_dict", "load",
+           "load_run"]

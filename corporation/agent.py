@@ -74,7 +74,7 @@ class Agent:
         self.acted = 0  # own ticks since the last update
         self.due = False
         self.losses: list[torch.Tensor] = []
-        self.grads: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.grads: list[tuple[torch.Tensor, torch.Tensor, str]] = []  # (h, g_hat to apply, where it comes from)
         self.leaves: list[tuple[Link, int, torch.Tensor]] = []
         self.counts = {"acted": 0, "updates": 0, "skipped": 0, "idle": 0, "synthetic_inputs": 0}
 
@@ -162,7 +162,7 @@ class Agent:
             if link.dni:
                 c = link.spec.interface.context
                 ctx = world.context(c, batch_id, self.name) if c is not None else None
-                self.grads.append((h, link.sg.predict(batch_id, h, ctx, tick)))
+                self.grads.append((h, link.sg.predict(batch_id, h, ctx, tick), f"edge {link.src} -> {link.dst}"))
         for link in self.in_links:
             if not link.spec.hold:
                 link.drop_before(batch_id + 1)
@@ -172,6 +172,10 @@ class Agent:
         if self.acted >= self.spec.update.unroll:
             self.due = True
         return True
+
+    def at_rest(self) -> bool:
+        """No update window is open: nothing of this agent waits for a backward pass."""
+        return self.acted == 0 and not (self.losses or self.grads or self.leaves)
 
     # ----- updating ----------------------------------------------------------------------------------
     def draw_update(self) -> bool:
@@ -200,7 +204,7 @@ class Agent:
             return  # g_hat forced to zero: add nothing, so this is exactly truncated BPTT (optimizer included)
         for s, part in zip(self.state, g.split([s.shape[1] for s in self.state], dim=1)):
             if s.requires_grad:
-                self.grads.append((s, part))
+                self.grads.append((s, part, f"the carried state of '{self.name}'"))
 
     def after_backward(self, tick: int) -> None:
         """After the backward pass: train the state M of the previous boundary on its bootstrapped target

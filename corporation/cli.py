@@ -1,4 +1,8 @@
-"""Command line: ``python -m corporation run|validate|show``. User errors exit 2 with one line."""
+"""Command line: ``python -m corporation run|resume|evaluate|validate|show``.
+
+Exit codes (README "Exit codes"): 0 done, 2 user error (one line on stderr, no traceback), 3 diverged (one line
+naming where, what and the tick), 130 interrupted (the run folder keeps its metrics, summary and checkpoint).
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,58 +10,126 @@ import sys
 from pathlib import Path
 
 from . import scenario as scenario_mod
-from .errors import CorporationError
+from .errors import CorporationError, one_line
+from .guard import Diverged
+from .runfolder import RunFolderError
+
+
+class UsageError(CorporationError):
+    """Bad command-line arguments (argparse's complaint, as one line)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises :class:`UsageError` instead of printing usage and exiting."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{message} (see 'python -m {self.prog.split()[0]} --help')")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="corporation", description="Train systems of neural networks that "
+    p = _Parser(prog="corporation", description="Train systems of neural networks that "
                                 "learn together through Decoupled Neural Interfaces.")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train a scenario and write its run folder")
     run.add_argument("file")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override any scenario key, e.g. --set interface.kind=backprop (repeatable)")
-    run.add_argument("--out", help="run folder (default runs/<name>-<seed>/)")
+    run.add_argument("--out", help="run folder (default: the first free runs/<name>-<seed>[-k]/)")
+    run.add_argument("--overwrite", action="store_true", help="replace the run an --out folder already holds")
     run.add_argument("--seed", type=int, help="shorthand for --set seed=N")
     run.add_argument("--device", help="auto | cpu | cuda | cuda:N (overrides the scenario's device)")
     run.add_argument("--quiet", action="store_true", help="no progress bar and no final table")
+    res = sub.add_parser("resume", help="continue a run from its checkpoint, in place, exactly")
+    res.add_argument("folder")
+    res.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="train.ticks=N (a later end) or train.progress=BOOL; nothing else may change")
+    res.add_argument("--quiet", action="store_true", help="no progress bar and no final table")
+    ev = sub.add_parser("evaluate", help="score a run's checkpoint on the test split (writes DIR/eval.json)")
+    ev.add_argument("folder")
+    ev.add_argument("--quiet", action="store_true", help="print nothing (eval.json is still written)")
     val = sub.add_parser("validate", help="check scenario files (schema and graph), no training")
     val.add_argument("files", nargs="+")
     val.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     show = sub.add_parser("show", help="print agents, edges, locked components and the clock table")
     show.add_argument("file")
     show.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    show.add_argument("--ticks", type=int, help="columns of the clock table")
+    show.add_argument("--ticks", type=int, help="columns of the clock table (1..1000)")
     return p
 
 
+def validate(files: list[str], overrides: list[str]) -> int:
+    """Check every file; an ok line on stdout or an error line on stderr for each; 2 if any failed."""
+    failed = False
+    for f in files:
+        try:
+            s, unchecked = scenario_mod.check_file(f, overrides)
+        except CorporationError as e:
+            print(f"error: {e}", file=sys.stderr)
+            failed = True
+            continue
+        notes = "".join(f"; not checked: {note}" for note in unchecked)
+        print(one_line(f"{f}: ok ({s.name}: {len(s.agents)} agents, {len(s.edges)} edges{notes})"))
+    return 2 if failed else 0
+
+
+def show(file: str, overrides: list[str], ticks: int | None) -> int:
+    """Print the scenario's agents, edges, components and clock table (its data need not be installed)."""
+    from .show import check_ticks, describe
+
+    check_ticks(ticks)
+    print(describe(scenario_mod.check_file(file, overrides)[0], ticks))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     try:
         if args.command == "validate":
-            for f in args.files:
-                s = scenario_mod.load(f, args.overrides)
-                print(f"{f}: ok ({s.name}: {len(s.agents)} agents, {len(s.edges)} edges)")
-            return 0
+            return validate(args.files, args.overrides)
         if args.command == "show":
-            from .show import describe
+            return show(args.file, args.overrides, args.ticks)
+        from . import runner
 
-            print(describe(scenario_mod.load(args.file, args.overrides), args.ticks))
+        if args.command == "evaluate":
+            result = runner.evaluate_run(args.folder)
+            if args.quiet:
+                return 0
+            width = max(len(k) for k in result)
+            for k, v in result.items():
+                print(f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
             return 0
+        if args.command == "resume":
+            summary = runner.resume_run(args.folder, args.overrides, progress=False if args.quiet else None,
+                                        quiet=args.quiet)
+            return 130 if summary.get("interrupted") else 0
         overrides = list(args.overrides)
         if args.seed is not None:
             overrides.append(f"seed={args.seed}")
         if args.device is not None:
             overrides.append(f"device={args.device}")
         s = scenario_mod.load(args.file, overrides)
-        from .runner import run_scenario
-
-        run_scenario(s, Path(args.out) if args.out else None, progress=False if args.quiet else None,
-                     quiet=args.quiet)
-        return 0
+        try:
+            summary = runner.run_scenario(s, Path(args.out) if args.out else None,
+                                          progress=False if args.quiet else None, quiet=args.quiet,
+                                          overwrite=args.overwrite)
+        except RunFolderError:
+            raise
+        except CorporationError as e:  # building the engine (device, data): name the scenario's file too
+            if args.file in str(e):
+                raise
+            raise CorporationError(f"{args.file}: {e}") from None
+        return 130 if summary.get("interrupted") else 0
     except CorporationError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(str(e))}", file=sys.stderr)
         return 2
+    except Diverged as e:
+        print(f"error: {one_line(str(e))}; the run folder keeps its metrics and last good checkpoint",
+              file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
-        print("interrupted: the run folder keeps what was logged so far", file=sys.stderr)
+        print("interrupted: the run folder keeps what was logged so far and its last checkpoint", file=sys.stderr)
         return 130

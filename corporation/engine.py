@@ -8,20 +8,24 @@ senders' M (gradients delivered in reverse order). Files, argv and progress bars
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
+from . import checkpoint as checkpoint_mod
 from .agent import Agent, head_key
 from .clock import fires
 from .errors import CorporationError
 from .graph import Graph, build_graph
+from .guard import Diverged, first_nonfinite
 from .interfaces import SyntheticInput
 from .messages import GradientMessage, Link, Message
 from .models import build_model, init_parameters
 from .registry import SYNTHESIZERS, TASKS
+from .schema import to_plain
 from .seeding import generator
 from .spec import TASK_PREFIX, Scenario, is_port
 
@@ -31,14 +35,15 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise CorporationError(f"device '{name}' requested but CUDA is not available here: use --device cpu")
+        raise CorporationError(f"device: '{name}' requested but CUDA is not available here: set device: cpu "
+                               "(or auto), or pass --device cpu")
     return torch.device(name)
 
 
 class Engine:
     """Runs a scenario in one process. ``step()`` advances one tick; ``evaluate()`` scores the composition."""
 
-    def __init__(self, scenario: Scenario, device: str | None = None):
+    def __init__(self, scenario: Scenario, device: str | None = None, checkpoints: bool = False):
         self.scenario = scenario
         self.graph: Graph = build_graph(scenario)
         self.device = resolve_device(device or scenario.device)
@@ -71,6 +76,13 @@ class Engine:
         self.live: list[int] = []  # ids the task emitted and still remembers
         self._live_set: set[int] = set()
         self._held: dict[tuple[str, str], torch.Tensor] = {}
+        # checkpoints (corporation.checkpoint): the last snapshot taken at rest and the calls made since
+        self._journal: list[str] | None = None
+        self._snapshot: bytes | None = None
+        self._snapshot_fresh = False  # a snapshot was taken since the last checkpoint
+        if checkpoints:
+            self._journal = []
+            self._take_snapshot()
 
     # ----- construction ------------------------------------------------------------------------------
     def _build_agent(self, name: str) -> Agent:
@@ -148,6 +160,11 @@ class Engine:
 
     # ----- one tick ----------------------------------------------------------------------------------
     def step(self) -> None:
+        """Advance one tick (see the module doc)."""
+        self._step()
+        self._note("step")
+
+    def _step(self) -> None:
         t = self.tick
         emission = self.task.emit(t)
         if emission is not None:
@@ -170,8 +187,37 @@ class Engine:
         for link in reversed(self.link_order):
             for grad in link.due_gradients(t):
                 link.sg.train_on(grad.batch_id, grad.g, t)
+        bad = first_nonfinite(self._regression_losses())
+        if bad is not None:
+            raise Diverged(t, f"non-finite {bad}")
         self._forget()
         self.tick += 1
+
+    def _regression_losses(self) -> list[tuple[str, torch.Tensor]]:
+        """The running loss sums of every M, I and Aux head (non-finite as soon as one loss was)."""
+        out = []
+        for link in self.link_order:
+            for what, model in (("M loss on edge", link.sg), ("I loss on edge", link.si)):
+                stats = getattr(model, "stats", None)
+                if stats is not None:
+                    out.append((f"{what} {link.src} -> {link.dst}", stats.loss))
+        for name, agent in self.agents.items():
+            for what, model in (("state M loss of agent", agent.state_sg), ("Aux loss of agent", agent.aux)):
+                stats = getattr(model, "stats", None)
+                if stats is not None:
+                    out.append((f"{what} '{name}'", stats.loss))
+        return out
+
+    def check_parameters(self) -> None:
+        """Raise :class:`Diverged` naming the first agent (or its M / I) holding a non-finite parameter."""
+        named = []
+        for name, agent in self.agents.items():
+            for i, module in enumerate(agent.modules()):
+                owner = f"agent '{name}'" if i < 2 else f"a synthesizer of agent '{name}'"
+                named += [(f"parameter {pname} of {owner}", p) for pname, p in module.named_parameters()]
+        bad = first_nonfinite(named)
+        if bad is not None:
+            raise Diverged(self.tick, f"non-finite {bad}")
 
     def _update(self, members: list[Agent], t: int) -> None:
         """One backward pass for a locked component, then each member steps (with its p_update)."""
@@ -184,9 +230,14 @@ class Engine:
             for a in members:
                 tensors += a.losses
                 grads += [None] * len(a.losses)
-                for h, g in a.grads:
+                for h, g, _ in a.grads:
                     tensors.append(h)
                     grads.append(g)
+            named = [(f"loss of agent '{a.name}'", x) for a in members for x in a.losses]
+            named += [(f"g_hat on {where}", g) for a in members for _, g, where in a.grads]
+            bad = first_nonfinite(named)
+            if bad is not None:
+                raise Diverged(t, f"non-finite {bad}")
             if tensors:
                 torch.autograd.backward(tensors, grads)
             for a in members:
@@ -260,6 +311,11 @@ class Engine:
 
     def evaluate(self) -> dict[str, float]:
         """Test metrics from the task, on the composed system (modules in eval mode meanwhile)."""
+        out = self._evaluate()
+        self._note("evaluate")
+        return out
+
+    def _evaluate(self) -> dict[str, float]:
         modules = [m for a in self.agents.values() for m in a.modules()]
         modes = [m.training for m in modules]
         for m in modules:
@@ -274,6 +330,11 @@ class Engine:
 
     def collect(self) -> dict[str, float]:
         """Training metrics since the last call: task, M (sg/...), I (si/...), and agent counters."""
+        out = self._collect()
+        self._note("collect")
+        return out
+
+    def _collect(self) -> dict[str, float]:
         out = dict(self.task.train_metrics())
         for link in self.link_order:
             if link.sg is not None:
@@ -290,22 +351,97 @@ class Engine:
         return out
 
     def run(self, ticks: int | None = None, on_log: Callable[[dict[str, Any]], None] | None = None,
-            on_tick: Callable[[int], None] | None = None) -> dict[str, Any]:
+            on_tick: Callable[[int], None] | None = None,
+            on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
+            stop: Callable[[], bool] | None = None) -> dict[str, Any]:
         """Run ``ticks`` (default ``train.ticks``), logging every ``log_every`` and evaluating every
-        ``eval_every`` ticks and at the end. Returns the last logged record."""
+        ``eval_every`` ticks and at the end; returns the last logged record. ``on_checkpoint`` receives a
+        checkpoint (:meth:`checkpoint`) after every evaluation (needs ``checkpoints=True``); ``stop`` is
+        asked before each tick and ends the run early when it returns True.
+
+        The log and evaluation of the last tick, when the schedule does not ask for them, are not
+        journaled: a checkpoint then stands for the run as the schedule goes on, so a run resumed to a
+        later end logs exactly what an uninterrupted run logs."""
         spec = self.scenario.train
         end = self.tick + (ticks if ticks is not None else spec.ticks)
         last: dict[str, Any] = {}
         while self.tick < end:
+            if stop is not None and stop():
+                break
             self.step()
             t = self.tick
-            evaluate = t % spec.eval_every == 0 or t == end
-            if evaluate or t % spec.log_period == 0:
-                last = {"tick": t, **self.collect()}
-                if evaluate:
-                    last.update(self.evaluate())
+            if self._journal is not None:
+                self._maybe_snapshot(end)
+            scheduled_eval = t % spec.eval_every == 0
+            scheduled_log = scheduled_eval or t % spec.log_period == 0
+            if scheduled_log or t == end:
+                last = {"tick": t, **(self.collect() if scheduled_log else self._collect())}
+                if scheduled_eval or t == end:
+                    last.update(self.evaluate() if scheduled_eval else self._evaluate())
+                    self.check_parameters()
+                bad = [k for k, v in last.items() if isinstance(v, float) and not math.isfinite(v)]
+                if bad:
+                    raise Diverged(t, f"non-finite metric {bad[0]}")
                 if on_log is not None:
                     on_log(last)
+                if (scheduled_eval or t == end) and on_checkpoint is not None and self._journal is not None:
+                    on_checkpoint(self.checkpoint())
             if on_tick is not None:
                 on_tick(t)
         return last
+
+    # ----- checkpoints (corporation.checkpoint) ------------------------------------------------------
+    def _note(self, call: str) -> None:
+        if self._journal is not None:
+            self._journal.append(call)
+
+    def at_rest(self) -> bool:
+        """No update window is open anywhere (cheap check; graphs held elsewhere are found when pickling)."""
+        return all(a.at_rest() for a in self.agents.values())
+
+    def _take_snapshot(self) -> bool:
+        if not self.at_rest():
+            return False
+        journal, self._journal, snapshot, self._snapshot = self._journal, None, self._snapshot, None
+        try:
+            data = checkpoint_mod.dumps(self, checkpoint_mod.static_objects(self.task))
+        except checkpoint_mod.NotAtRest:
+            return False
+        finally:
+            self._journal, self._snapshot = journal, snapshot
+        self._snapshot, self._journal, self._snapshot_fresh = data, [], True
+        return True
+
+    def _maybe_snapshot(self, end: int) -> None:
+        """Snapshot at rest at the first chance after a checkpoint and again close before the next one, so
+        a checkpoint replays few ticks (evaluation ticks are known in advance; interrupts are not)."""
+        every = self.scenario.train.eval_every
+        nxt = min(end, (self.tick // every + 1) * every) if self.tick % every else self.tick
+        if not self._snapshot_fresh or nxt - self.tick <= self._snapshot_horizon():
+            self._take_snapshot()
+
+    def _snapshot_horizon(self) -> int:
+        windows = [a.spec.clock.period * a.spec.update.unroll for a in self.agents.values()]
+        return 2 * max(windows, default=1) + self.horizon
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Everything needed to continue exactly from this tick (see corporation.checkpoint)."""
+        if self._journal is None or self._snapshot is None:
+            raise CorporationError("this engine keeps no checkpoints: build it with Engine(..., checkpoints=True)")
+        self._snapshot_fresh = False
+        weights = {name: {f"body.{k}": v.detach().cpu() for k, v in a.body.state_dict().items()}
+                   | {f"heads.{k}": v.detach().cpu() for k, v in a.heads.state_dict().items()}
+                   for name, a in self.agents.items()}
+        return checkpoint_mod.pack(self._snapshot, self._journal, self.tick, to_plain(self.scenario), weights)
+
+    @classmethod
+    def restore(cls, ckpt: dict[str, Any], scenario: Scenario) -> Engine:
+        """The engine of checkpoint ``ckpt`` (its snapshot, then its journal replayed), running ``scenario``
+        (the run's own, where only ``train`` keys may differ)."""
+        fresh = cls(scenario)  # builds the task: constant data the snapshot refers to
+        engine: Engine = checkpoint_mod.loads(ckpt["snapshot"], checkpoint_mod.static_objects(fresh.task))
+        engine.scenario = scenario
+        for call in ckpt["journal"]:
+            getattr(engine, f"_{call}")()
+        engine._snapshot, engine._journal, engine._snapshot_fresh = ckpt["snapshot"], list(ckpt["journal"]), False
+        return engine

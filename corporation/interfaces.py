@@ -79,6 +79,13 @@ class SyntheticGradient(nn.Module):
     def forward(self, h: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         return self.net(h if context is None else torch.cat([h, context], dim=1))
 
+    def __getstate__(self) -> dict:
+        """For checkpoints: a record's g_hat graph cannot be saved, so it is dropped and recomputed on
+        the same M (same values) when its target arrives."""
+        state = self.__dict__.copy()
+        state["records"] = {k: (h, c, None, -1, sent) for k, (h, c, _, _, sent) in self.records.items()}
+        return state
+
     def predict(self, batch_id: int, h: torch.Tensor, context: torch.Tensor | None, tick: int) -> torch.Tensor:
         """g_hat for message h (detached input), recorded for training; returns the gradient to apply
         to h: scaled, clipped, zero during warm-up, and divided by the batch size (batch-mean loss)."""
@@ -104,7 +111,7 @@ class SyntheticGradient(nn.Module):
         for old in [k for k in self.records if k < batch_id]:
             del self.records[old]
         h, context, g_hat, steps, sent = record
-        if steps != self.steps or not g_hat.requires_grad:  # M changed since: recompute on current M
+        if steps != self.steps or g_hat is None or not g_hat.requires_grad:  # M changed since: recompute
             g_hat = self(h, context)
         target = target.detach()
         loss = F.mse_loss(g_hat, target, reduction="sum") / h.shape[0]

@@ -126,5 +126,7 @@ class Link:
             self.inbox[k] = Message(m.batch_id, m.h.detach(), m.sent, m.start, m.end, m.reset)
         self.in_flight = [(d, Message(m.batch_id, m.h.detach(), m.sent, m.start, m.end, m.reset))
                           for d, m in self.in_flight]
-        if self.newest is not None:
-            self.newest = self.inbox.get(self.newest.batch_id, self.newest)
+        m = self.newest
+        if m is not None:  # the newest may have left the inbox already: its graph is spent all the same
+            self.newest = self.inbox.get(m.batch_id) or Message(m.batch_id, m.h.detach(), m.sent, m.start, m.end,
+                                                                 m.reset)

@@ -64,13 +64,24 @@ def plot_accuracy(records: list[dict[str, Any]], out: Path, title: str = "") -> 
             ax.set_title(title, fontsize=10)
         fig.tight_layout()
         out = Path(out)
-        fig.savefig(out)
+        fig.savefig(out, format="png")
         return out
     finally:
         plt.close(fig)
 
 
+def has_accuracy(records: list[dict[str, Any]]) -> bool:
+    """Whether the records hold any test accuracy to plot."""
+    return any(k.endswith("accuracy") for k in accuracy_series(records))
+
+
 def plot_run(run_dir: Path, title: str = "") -> Path | None:
-    """Plot ``run_dir/metrics.jsonl`` to ``run_dir/accuracy.png``."""
+    """Plot ``run_dir/metrics.jsonl`` to ``run_dir/accuracy.png`` (written atomically)."""
+    from .runfolder import RunFolder
+
     run_dir = Path(run_dir)
-    return plot_accuracy(read_records(run_dir / "metrics.jsonl"), run_dir / "accuracy.png", title)
+    records = read_records(run_dir / "metrics.jsonl")
+    if not has_accuracy(records):
+        return None
+    RunFolder(run_dir).write_atomic("accuracy.png", lambda p: plot_accuracy(records, p, title))
+    return run_dir / "accuracy.png"

@@ -1,33 +1,146 @@
 """Scenario files: YAML in, validated :class:`Scenario` out; ``--set`` overrides; the resolved copy.
 
-IO lives here (reading files); the schema itself is in :mod:`corporation.spec`.
+IO lives here (reading files); the schema itself is in :mod:`corporation.spec`. The YAML reader is
+PyYAML's safe loader made strict and bounded (:class:`ScenarioLoader`): ``3e-4`` is a float (as in YAML
+1.2), a key given twice is an error, and nesting, aliases and the expanded size of a document are capped
+(docs/scenario.md "Limits"), so no file can make validation hang or exhaust memory.
 """
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
+from yaml.composer import ComposerError
+from yaml.constructor import ConstructorError
 
 from . import graph as graph_mod
-from .errors import ScenarioError, did_you_mean
+from .errors import DataError, ScenarioError, did_you_mean, short
+from .graph import Graph
 from .schema import build, to_plain
 from .spec import Scenario, is_port
+from .tasks.files import FileProblem, read_file
+
+MAX_FILE_BYTES = 10 * 2**20  # a scenario file
+MAX_DEPTH = 50  # nesting of mappings and lists
+MAX_ALIASES = 1_000  # alias uses (*name) in one document
+MAX_NODES = 250_000  # values in a document once its aliases are expanded
+MAX_KEY_PARTS = MAX_DEPTH  # parts of a --set key
+FLOAT_TAG = "tag:yaml.org,2002:float"
+EXP_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+
+
+class ScenarioLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, strict and bounded: exponent floats without a dot (``1e-3``), no duplicate keys,
+    at most MAX_DEPTH levels of nesting and MAX_ALIASES alias uses."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._depth = 0
+        self._aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                raise ComposerError(None, None, f"more than {MAX_ALIASES} alias uses (*name): write the values "
+                                    "out or generate the scenario in Python", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels: flatten the file",
+                                    self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            seen: set = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                    seen.add(key)
+                except TypeError:  # an unhashable key: the base constructor explains it
+                    continue
+                if duplicate:
+                    raise ConstructorError(None, None, f"duplicate key {short(key, 80)}: a mapping names each key "
+                                           "once, remove one of them", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+ScenarioLoader.add_implicit_resolver(FLOAT_TAG, EXP_FLOAT, list("-+.0123456789"))
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """A YAML error as 'line N: what is wrong' (one line)."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    where = f"line {mark.line + 1}: " if mark is not None else ""
+    parts = [getattr(e, "context", None), getattr(e, "problem", None)]
+    what = ", ".join(p for p in parts if p) or getattr(e, "reason", None) or str(e)
+    return f"{where}{what}"
+
+
+def parse_yaml(text: str) -> Any:
+    """One YAML document with :class:`ScenarioLoader`; ScenarioError (no path) on any problem."""
+    loader = None
+    try:
+        loader = ScenarioLoader(text)
+        return loader.get_single_data()
+    except yaml.reader.ReaderError as e:  # a control character, before any parsing
+        line = text[: e.position].count("\n") + 1
+        raise ScenarioError(f"malformed YAML, line {line}: unacceptable character #x{e.character:04x} ({e.reason}): "
+                            "remove it") from None
+    except yaml.YAMLError as e:
+        raise ScenarioError(f"malformed YAML, {_yaml_problem(e)}") from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as e:  # a constructor refusing a value
+        raise ScenarioError(f"malformed YAML: {type(e).__name__}: {short(str(e), 120)}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def check_shape(raw: Any) -> None:
+    """Refuse data nested deeper than MAX_DEPTH (or referring to itself) or larger than MAX_NODES values
+    once shared parts (YAML aliases) are counted every time they are used. Stops as soon as a limit is hit."""
+    stack = [(raw, 1)]
+    count = 0
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_NODES:
+            raise ScenarioError(f"the scenario expands to more than {MAX_NODES:_} values (aliases count every "
+                                "time they are used): make it smaller")
+        if depth > MAX_DEPTH:
+            raise ScenarioError(f"nested deeper than {MAX_DEPTH} levels (or a value contains itself): flatten it")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend((v, depth + 1) for v in node)
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
     """``a.b.0.c=value`` -> (['a','b','0','c'], value parsed as a YAML scalar or flow list/map)."""
     if "=" not in item:
-        raise ScenarioError(f"override '{item}' must look like KEY=VALUE (e.g. interface.kind=backprop)",
+        raise ScenarioError(f"override {short(item)} must look like KEY=VALUE (e.g. interface.kind=backprop)",
                             "--set")
     key, _, text = item.partition("=")
     if not key or any(not part for part in key.split(".")):
-        raise ScenarioError(f"override '{item}' has an empty key part", "--set")
+        raise ScenarioError(f"override {short(item)} has an empty key part (write KEY=VALUE, e.g. "
+                            "train.ticks=100)", "--set")
+    if key.count(".") >= MAX_KEY_PARTS:
+        raise ScenarioError(f"override key {short(key)} has more than {MAX_KEY_PARTS} parts", "--set")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError as e:
-        raise ScenarioError(f"override '{item}': value is not valid YAML ({e.problem})", "--set") from None
+        value = parse_yaml(text) if text.strip() else None
+    except ScenarioError as e:
+        raise ScenarioError(f"override {short(item)}: the value is not valid YAML ({e.raw}): write "
+                            "a YAML value such as 3, 1e-3, null, [1, 2], {a: 1} or a string", "--set") from None
     return key.split("."), value
 
 
@@ -38,8 +151,10 @@ def apply_override(raw: dict, parts: list[str], value: Any) -> None:
         last = depth == len(parts) - 1
         where = ".".join(parts[: depth + 1])
         if isinstance(node, list):
-            if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
-                raise ScenarioError(f"'{part}' is not an index of this list of {len(node)} items", where)
+            if not re.fullmatch(r"-?[0-9]{1,18}", part) or not -len(node) <= int(part) < len(node):
+                which = f"use 0..{len(node) - 1}" if node else "the list is empty: set the whole list"
+                raise ScenarioError(f"{short(part, 40)} is not an index of this list of {len(node)} items "
+                                    f"({which})", where)
             idx = int(part)
             if last:
                 node[idx] = value
@@ -53,7 +168,8 @@ def apply_override(raw: dict, parts: list[str], value: Any) -> None:
                     node[part] = {}
                 node = node[part]
         else:
-            raise ScenarioError(f"cannot set a key inside {node!r}", ".".join(parts[:depth]))
+            raise ScenarioError(f"cannot set a key inside {short(node)} (it is not a mapping or a list)",
+                                ".".join(parts[:depth]))
 
 
 def merge(base: Any, over: Any) -> Any:
@@ -82,43 +198,100 @@ def _merge_interfaces(raw: dict) -> None:
                                     f"edges.{i}.interface")
             continue
         if own is not None and not isinstance(own, dict):
-            raise ScenarioError(f"expected a mapping, got {own!r}", f"edges.{i}.interface")
+            raise ScenarioError(f"expected a mapping, got {short(own)}", f"edges.{i}.interface")
         e["interface"] = merge(default, own or {})
 
 
-def from_dict(raw: Any, overrides: list[str] | tuple[str, ...] = (), file: str | None = None) -> Scenario:
-    """Validate a scenario given as plain data; errors name ``file`` and the key path."""
+def check(raw: Any, overrides: list[str] | tuple[str, ...] = (),
+          file: str | None = None) -> tuple[Scenario, Graph]:
+    """Validate a scenario given as plain data and build its graph; errors name ``file`` and the key path.
+
+    What could not be checked here (e.g. a size that needs data which is not installed) is listed in
+    ``graph.unchecked``; :func:`from_dict` refuses such a scenario unless ``strict=False``."""
     try:
         if raw is None:
             raise ScenarioError("the scenario is empty: it needs name, task, agents and edges")
         if not isinstance(raw, dict):
-            raise ScenarioError(f"expected a mapping of top-level keys, got {type(raw).__name__}")
+            raise ScenarioError(f"expected a mapping of top-level keys (name, task, agents, edges, ...), got "
+                                f"{type(raw).__name__}")
+        check_shape(raw)
         raw = copy.deepcopy(raw)
         for item in overrides:
             apply_override(raw, *parse_override(item))
+        check_shape(raw)
         _merge_interfaces(raw)
         scenario = build(Scenario, raw)
-        graph_mod.build_graph(scenario)  # graph checks: unknown nodes, cycles, sizes
-        return scenario
+        graph = graph_mod.build_graph(scenario)  # graph checks: unknown nodes, cycles, sizes, limits
+        return scenario, graph
     except ScenarioError as e:
+        raise (e.in_file(file) if file else e) from None
+    except DataError as e:
         raise (e.in_file(file) if file else e) from None
 
 
-def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:
-    """Read and validate a scenario file."""
+def require_checked(graph: Graph, file: str | None = None) -> None:
+    """Raise the error behind the first thing validation could not check (e.g. a corpus not installed)."""
+    for port in graph.ports.values():
+        if port.unchecked is not None:
+            error = port.unchecked.error
+            raise (error.in_file(file) if file and hasattr(error, "in_file") else error) from None
+
+
+def from_dict(raw: Any, overrides: list[str] | tuple[str, ...] = (), file: str | None = None,
+              strict: bool = True) -> Scenario:
+    """Validate a scenario given as plain data; errors name ``file`` and the key path. ``strict``: also
+    refuse what could not be checked (missing data), as a run must."""
+    scenario, graph = check(raw, overrides, file)
+    if strict:
+        require_checked(graph, file)
+    return scenario
+
+
+def read(path: str | Path) -> Any:
+    """A scenario file's YAML data; one-line errors naming the file (missing, a folder, unreadable, too
+    large, not UTF-8, malformed YAML, duplicate keys, too deep)."""
     path = Path(path)
-    if not path.is_file():
-        hint = did_you_mean(path.name, [p.name for p in path.parent.glob("*.yaml")]) if path.parent.is_dir() else ""
-        raise ScenarioError(f"no such scenario file{hint}", file=str(path))
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise ScenarioError("not a UTF-8 text file", file=str(path)) from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark else ""
-        raise ScenarioError(f"malformed YAML, {where}{getattr(e, 'problem', e)}", file=str(path)) from None
-    return from_dict(raw, overrides, file=str(path))
+        data = read_file(path, MAX_FILE_BYTES)
+    except FileProblem as e:
+        raise ScenarioError(f"{_file_problem(path, e)}", file=str(path)) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ScenarioError(f"not a UTF-8 text file (bad byte at offset {e.start}): save it as UTF-8",
+                            file=str(path)) from None
+    try:
+        return parse_yaml(text)
+    except ScenarioError as e:
+        raise e.in_file(str(path)) from None
+
+
+def _file_problem(path: Path, e: FileProblem) -> str:
+    """The fix for a scenario file that cannot be read."""
+    if e.missing:
+        try:
+            options = [p.name for p in path.parent.glob("*.yaml")] if path.parent.is_dir() else []
+        except OSError:
+            options = []
+        return f"no such scenario file{did_you_mean(path.name, options)}"
+    if e.reason.startswith("is a folder"):
+        return "is a folder, not a scenario file: name a .yaml file"
+    if "ermission" in e.reason:
+        return f"scenario file {e.reason}: check its permissions"
+    if e.reason.startswith("cannot be read"):
+        return f"scenario file {e.reason}: name a readable file"
+    return f"scenario file {e.reason}: name a YAML text file"
+
+
+def load(path: str | Path, overrides: list[str] | tuple[str, ...] = (), strict: bool = True) -> Scenario:
+    """Read and validate a scenario file (``strict``: as for a run, see :func:`from_dict`)."""
+    return from_dict(read(path), overrides, file=str(path), strict=strict)
+
+
+def check_file(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Scenario, list[str]]:
+    """Read and validate a scenario file without requiring its data; also return what was not checked."""
+    scenario, graph = check(read(path), overrides, file=str(path))
+    return scenario, list(graph.unchecked)
 
 
 def dump(scenario: Scenario) -> str:

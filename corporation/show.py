@@ -4,8 +4,24 @@ from __future__ import annotations
 import math
 
 from .clock import fires
-from .graph import build_graph
+from .errors import ScenarioError
+from .graph import Graph, build_graph
 from .spec import Scenario
+
+MAX_TICKS = 1000  # columns of the clock table (show --ticks)
+
+
+def check_ticks(ticks: int | None) -> None:
+    """``show --ticks`` must be within 1..MAX_TICKS (one column per tick)."""
+    if ticks is not None and not 1 <= ticks <= MAX_TICKS:
+        raise ScenarioError(f"must be within 1..{MAX_TICKS} (columns of the clock table), got {ticks}", "--ticks")
+
+
+def _size(graph: Graph, side: str, agent: str) -> str:
+    """An agent's input or output size, '?' where it depends on a size that could not be checked."""
+    if f"{side}:{agent}" in graph.provisional:
+        return "?"
+    return str((graph.in_size if side == "in" else graph.out_size)[agent])
 
 
 def clock_table(scenario: Scenario, ticks: int) -> list[str]:
@@ -13,6 +29,7 @@ def clock_table(scenario: Scenario, ticks: int) -> list[str]:
 
     Updates are shown as scheduled (before p_update); a locked component updates when all its members
     are due, so 'U' marks the ticks where the whole component updates."""
+    check_ticks(ticks)
     graph = build_graph(scenario)
     names = graph.order
     acted = {n: 0 for n in names}
@@ -41,11 +58,16 @@ def clock_table(scenario: Scenario, ticks: int) -> list[str]:
 
 
 def describe(scenario: Scenario, ticks: int | None = None) -> str:
+    """The text of ``corporation show``: agents, edges, locked components, the clock table (``ticks``
+    columns, 1..MAX_TICKS; default: two update cycles, at most 80), and what could not be checked."""
+    check_ticks(ticks)
     graph = build_graph(scenario)
-    lines = [f"scenario {scenario.name} (seed {scenario.seed}, task {scenario.task.kind})", "", "agents:"]
+    lines = [f"scenario {scenario.name} (seed {scenario.seed}, task {scenario.task.kind})"]
+    lines += [f"not checked: {note} (sizes shown as ?)" for note in graph.unchecked]
+    lines += ["", "agents:"]
     for n in graph.order:
         a = scenario.agents[n]
-        lines.append(f"  {n}: {a.model.kind} in {graph.in_size[n]} out {graph.out_size[n]}, "
+        lines.append(f"  {n}: {a.model.kind} in {_size(graph, 'in', n)} out {_size(graph, 'out', n)}, "
                      f"clock period {a.clock.period} phase {a.clock.phase}, unroll {a.update.unroll}, "
                      f"p_update {a.update.prob}, {a.optimizer.kind} lr {a.optimizer.lr:g}")
     lines += ["", "edges:"]

@@ -9,13 +9,30 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .errors import ScenarioError
+from .errors import ScenarioError, short
 from .registry import MODELS, SYNTHESIZERS, TASKS
-from .schema import positive
+from .schema import at_most, positive, within
 
-NAME_RE = re.compile(r"^[a-z0-9_]+$")
-AGENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+NAME_RE = re.compile(r"[a-z0-9_]+")  # always used with fullmatch (a trailing newline is no match)
+AGENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+DEVICE_RE = re.compile(r"auto|cpu|cuda(:[0-9]{1,4})?")
 TASK_PREFIX = "task."
+
+# Limits (docs/scenario.md "Limits"): generous caps, so that a typo is a one-line error at validation rather
+# than an allocation failure or a hang at run time. Nothing a real experiment needs comes near them.
+MAX_NAME = 100  # characters of a scenario or agent name
+MAX_WIDTH = 65_536  # any layer width: model out / hidden sizes, heads.out, sg.width, synthetic_input.width
+MAX_LAYERS = 100  # hidden layers of one MLP, M or I
+MAX_PORT = 1_048_576  # a task port's size, and an agent's concatenated input
+MAX_LAYER_WEIGHTS = 2**28  # weights of one layer (inputs x outputs), about 1 GiB of float32
+MAX_WEIGHTS = 2**31  # weights of all agents, heads, M and I of a scenario together
+MAX_BATCH = 65_536  # rows of a batch: batch sizes, streams, test batch sizes
+MAX_ACTIVATIONS = 2**30  # rows x width of one layer's output for one batch
+MAX_TICKS = 10**9  # train.ticks, eval_every, log_every, clock period and phase, decay_at ticks, sg.warmup
+MAX_UNROLL = 100_000  # update.unroll (ticks accumulated before an update)
+MAX_LATENCY = 1_000_000  # latency and grad_latency
+MAX_ENVS = 4_096  # num_envs and test_episodes of the RL tasks
+MAX_VOCAB = 16_384  # distinct characters of a char_lm corpus
 
 
 def is_port(node: str) -> bool:
@@ -39,6 +56,8 @@ class OptimizerSpec:
         positive(self.weight_decay, path, "weight_decay", allow_zero=True)
         positive(self.momentum, path, "momentum", allow_zero=True)
         positive(self.decay_factor, path, "decay_factor")
+        for i, tick in enumerate(self.decay_at):
+            within(tick, 0, MAX_TICKS, f"{path}.decay_at", str(i), "a tick")
 
 
 @dataclass
@@ -52,7 +71,8 @@ class ClockSpec:
         if self.period < 1:
             raise ScenarioError(f"must be >= 1 (an agent acts every 'period' ticks), got {self.period}",
                                 f"{path}.period")
-        positive(self.phase, path, "phase", allow_zero=True)
+        at_most(self.period, MAX_TICKS, path, "period")
+        within(self.phase, 0, MAX_TICKS, path, "phase")
 
 
 @dataclass
@@ -66,6 +86,7 @@ class UpdateSpec:
         if self.unroll < 1:
             raise ScenarioError(f"must be >= 1 (ticks per update window T), got {self.unroll}",
                                 f"{path}.unroll")
+        at_most(self.unroll, MAX_UNROLL, path, "unroll")
         if not 0.0 <= self.prob <= 1.0:
             raise ScenarioError(f"must be within [0, 1], got {self.prob}", f"{path}.prob")
 
@@ -81,8 +102,9 @@ class SyntheticInputSpec:
     optimizer: OptimizerSpec | None = None  # null: the receiver's optimizer settings
 
     def check(self, path: str) -> None:
-        positive(self.hidden, path, "hidden", allow_zero=True)
+        within(self.hidden, 0, MAX_LAYERS, path, "hidden", "hidden layers of I")
         positive(self.width, path, "width")
+        at_most(self.width, MAX_WIDTH, path, "width")
 
 
 @dataclass
@@ -107,6 +129,7 @@ class HeadSpec:
 
     def check(self, path: str) -> None:
         positive(self.out, path, "out")
+        at_most(self.out, MAX_WIDTH, path, "out")
 
 
 @dataclass
@@ -167,8 +190,8 @@ class EdgeSpec:
     sample: bool = False
 
     def check(self, path: str) -> None:
-        positive(self.latency, path, "latency", allow_zero=True)
-        positive(self.grad_latency, path, "grad_latency", allow_zero=True)
+        within(self.latency, 0, MAX_LATENCY, path, "latency", "ticks")
+        within(self.grad_latency, 0, MAX_LATENCY, path, "grad_latency", "ticks")
         if self.sample and (is_port(self.src) or is_port(self.dst)):
             raise ScenarioError("'sample' applies to agent-to-agent edges (the sender follows the receiver's "
                                 "clock); remove it here", f"{path}.sample")
@@ -191,9 +214,9 @@ class TrainSpec:
     progress: bool = True
 
     def check(self, path: str) -> None:
-        positive(self.ticks, path, "ticks")
-        positive(self.eval_every, path, "eval_every")
-        positive(self.log_every, path, "log_every")
+        for key in ("ticks", "eval_every", "log_every"):
+            positive(getattr(self, key), path, key)
+            at_most(getattr(self, key), MAX_TICKS, path, key)
 
     @property
     def log_period(self) -> int:
@@ -212,15 +235,17 @@ class Scenario:
     train: TrainSpec = field(default_factory=TrainSpec)
 
     def check(self, path: str) -> None:
-        if not NAME_RE.match(self.name):
-            raise ScenarioError(f"'{self.name}' must match [a-z0-9_]+ (it names the run folder)", "name")
-        if not re.match(r"^(auto|cpu|cuda(:\d+)?)$", self.device):
-            raise ScenarioError(f"expected auto, cpu, cuda or cuda:N, got '{self.device}'", "device")
+        if not NAME_RE.fullmatch(self.name) or len(self.name) > MAX_NAME:
+            raise ScenarioError(f"{short(self.name)} must match [a-z0-9_]+, at most {MAX_NAME} characters "
+                                "(it names the run folder)", "name")
+        if not DEVICE_RE.fullmatch(self.device):
+            raise ScenarioError(f"expected auto, cpu, cuda or cuda:N, got {short(self.device)}", "device")
         if not self.agents:
             raise ScenarioError("a scenario needs at least one agent", "agents")
         for name in self.agents:
-            if not AGENT_RE.match(name) or name == "task":
-                raise ScenarioError(f"agent name '{name}' must be an identifier other than 'task'", "agents")
+            if not AGENT_RE.fullmatch(name) or name == "task" or len(name) > MAX_NAME:
+                raise ScenarioError(f"agent name {short(name)} must be an identifier other than 'task', at most "
+                                    f"{MAX_NAME} characters", "agents")
         if not self.edges:
             raise ScenarioError("a scenario needs edges (at least task.<input> -> agent -> task.<loss>)",
                                 "edges")

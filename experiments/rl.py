@@ -80,7 +80,7 @@ def run_one(exp: str, variant: str, seed: int) -> str:
     if (out / "summary.json").exists():
         return f"{out.name}: done already"
     cmd = [sys.executable, "-m", "corporation", "run", str(scenario_file(exp)), "--seed", str(seed),
-           "--out", str(out), "--quiet"]
+           "--out", str(out), "--overwrite", "--quiet"]  # replaces an unfinished run (no summary)
     for o in EXPERIMENTS[exp][variant]:
         cmd += ["--set", o]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(ROOT))

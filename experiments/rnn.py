@@ -69,7 +69,7 @@ def run_one(task: str, method: str, unroll: int, seed: int, ticks: int, out: Pat
     sets += extra if method == "dni_aux" else []
     if not summary.is_file() or not ran_with(folder, sets):
         cmd = [sys.executable, "-m", "corporation", "run", str(ROOT / "scenarios" / f"{task}.yaml"), "--quiet",
-               "--seed", str(seed), "--out", str(folder), *[a for s in sets for a in ("--set", s)]]
+               "--seed", str(seed), "--out", str(folder), "--overwrite", *[a for s in sets for a in ("--set", s)]]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         started = time.time()
         r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)

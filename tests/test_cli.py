@@ -62,7 +62,8 @@ def test_user_errors_exit_2_with_one_line(tmp_path, capsys):
     missing = chain(task={"kind": "classification", "dataset": "mnist"})
     assert main(["run", str(write(tmp_path, missing)), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("error: dataset 'mnist' not found") and "CORPORATION_DATA" in err[-1]
+    assert err[-1].startswith("error: ") and "s.yaml: dataset 'mnist' not found" in err[-1]  # the file named
+    assert "CORPORATION_DATA" in err[-1]
 
 
 def test_no_traceback_from_the_real_entry_point(tmp_path):

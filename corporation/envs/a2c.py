@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from ..errors import CorporationError, ScenarioError
-from ..schema import positive
+from ..schema import at_most, positive, within
+from ..spec import MAX_ENVS, MAX_TICKS
 
 
 @dataclass
@@ -53,11 +54,14 @@ class A2CKeys:
     def check_a2c(self, path: str) -> None:
         """The shared keys' ranges (one-line errors at ``path.key``)."""
         positive(self.num_envs, path, "num_envs")
+        at_most(self.num_envs, MAX_ENVS, path, "num_envs", "environments stepped side by side")
         positive(self.value_coef, path, "value_coef", allow_zero=True)
         positive(self.entropy_coef, path, "entropy_coef", allow_zero=True)
         positive(self.reward_scale, path, "reward_scale")
-        positive(self.test_episodes, path, "test_episodes", allow_zero=True)
+        within(self.test_episodes, 0, MAX_ENVS, path, "test_episodes", "test environments")
         positive(self.test_max_steps, path, "test_max_steps")
+        at_most(self.test_max_steps, MAX_TICKS, path, "test_max_steps")
+        within(self.test_seed, 0, 2**32 - 1 - MAX_ENVS, path, "test_seed", "environment seeds")
         if not 0.0 <= self.gamma <= 1.0:
             raise ScenarioError(f"must be within [0, 1], got {self.gamma}", f"{path}.gamma")
 

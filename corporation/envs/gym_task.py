@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
-from ..errors import CorporationError, ScenarioError, did_you_mean
+from ..errors import CorporationError, ScenarioError, did_you_mean, short
 from ..registry import TASKS
 from ..tasks.base import Emission, Port, System
 from . import ac_model  # noqa: F401  (registers the 'actor_critic' model kind)
@@ -41,11 +41,12 @@ def check_env_id(env: str, path: str) -> None:
         module = env.split(":", 1)[0]
         try:
             importlib.import_module(module)
-        except ImportError as e:
-            raise ScenarioError(f"cannot import module '{module}' for env '{env}': {e}", path) from None
+        except Exception as e:  # noqa: BLE001  (ImportError, or whatever the module raises on import)
+            raise ScenarioError(f"cannot import module {short(module)} for env {short(env)}: {type(e).__name__}: "
+                                f"{short(str(e), 120)}", path) from None
         env = env.split(":", 1)[1]
     if env not in gym.envs.registry:
-        raise ScenarioError(f"unknown Gymnasium env id '{env}'{did_you_mean(env, gym.envs.registry.keys())}",
+        raise ScenarioError(f"unknown Gymnasium env id {short(env)}{did_you_mean(env, gym.envs.registry.keys())}",
                             path)
 
 
@@ -68,7 +69,7 @@ def env_spaces(env: str, kwargs: dict[str, Any], path: str) -> tuple[Any, Any]:
         return _spaces(env, json.dumps(kwargs, sort_keys=True))
     except Exception as e:  # noqa: BLE001  (a missing extra, a bad kwarg: any failure is the user's to fix)
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise ScenarioError(f"cannot make env '{env}': {type(e).__name__}: {msg}", path) from None
+        raise ScenarioError(f"cannot make env {short(env)}: {type(e).__name__}: {short(msg, 160)}", path) from None
 
 
 @dataclass
@@ -129,6 +130,10 @@ class GymTask:
         obs_space, act_space = env_spaces(params.env, params.env_kwargs, "task.env")
         size = ObsCodec.of(obs_space).size
         return {"obs": Port("obs", "input", size, size), "act": Port("act", "loss", action_head(act_space).size, 0)}
+
+    @classmethod
+    def batch_rows(cls, params: GymParams) -> tuple[int, str]:
+        return params.num_envs, "task.num_envs"
 
     @classmethod
     def check_scenario(cls, params: GymParams, scenario: Any) -> None:

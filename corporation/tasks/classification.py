@@ -11,9 +11,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..errors import ScenarioError, did_you_mean
+from ..errors import DataError, ScenarioError, did_you_mean
 from ..registry import DATASETS, TASKS
-from ..schema import positive
+from ..schema import at_most, positive
+from ..spec import MAX_BATCH, MAX_TICKS
 from . import datasets
 from .base import Emission, Port, System
 
@@ -31,22 +32,32 @@ class ClassificationParams:
         if self.dataset not in DATASETS:
             raise ScenarioError(f"unknown dataset '{self.dataset}'{did_you_mean(self.dataset, DATASETS.names())}",
                                 f"{path}.dataset")
-        positive(self.batch_size, path, "batch_size")
-        positive(self.test_batch_size, path, "test_batch_size")
+        for key in ("batch_size", "test_batch_size"):
+            positive(getattr(self, key), path, key)
+            at_most(getattr(self, key), MAX_BATCH, path, key)
         positive(self.train_limit, path, "train_limit")
+        at_most(self.train_limit, MAX_TICKS, path, "train_limit")
+        datasets.check_data_dir(self.dataset, self.data_dir, path)
+        datasets.check_batch(self.dataset, self.batch_size, self.train_limit, path)
 
 
 @TASKS.register("classification", ClassificationParams)
 class Classification:
     """Supervised classification; batch id = the tick it was emitted at."""
 
+    static_data = ("x_train", "y_train", "x_test", "y_test")  # rebuilt, not saved in checkpoints
+
     def __init__(self, params: ClassificationParams, device: torch.device, generator: torch.Generator):
         self.params = params
         self.device = device
         self.generator = generator
         x_tr, y_tr, x_te, y_te = datasets.load(params.dataset, params.data_dir)
+        if params.train_limit and params.train_limit > len(x_tr):
+            raise DataError(f"task.train_limit {params.train_limit:_} is above the {len(x_tr):_} training examples "
+                            f"of '{params.dataset}' as loaded: lower it or remove it")
         if params.train_limit:
             x_tr, y_tr = x_tr[: params.train_limit], y_tr[: params.train_limit]
+        datasets.check_loaded(params.dataset, params.batch_size, len(x_tr))
         self.x_train = torch.as_tensor(x_tr, device=device)
         self.y_train = torch.as_tensor(y_tr, device=device)
         self.x_test = torch.as_tensor(x_te, device=device)
@@ -66,6 +77,10 @@ class Classification:
         info = datasets.info(params.dataset)
         return {"x": Port("x", "input", info.features, info.features),
                 "y": Port("y", "loss", info.classes, info.classes)}
+
+    @classmethod
+    def batch_rows(cls, params: ClassificationParams) -> tuple[int, str]:
+        return params.batch_size, "task.batch_size"
 
     def _next_indices(self) -> torch.Tensor:
         n, b = len(self.x_train), min(self.params.batch_size, len(self.x_train))

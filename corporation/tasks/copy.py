@@ -30,10 +30,15 @@ import torch.nn.functional as F
 
 from ..errors import ScenarioError
 from ..registry import TASKS
-from ..schema import positive
+from ..schema import at_most, positive
+from ..spec import MAX_BATCH
 from .base import Emission, Port, System
 
 LN2 = math.log(2.0)
+MAX_BITS = 1_024  # bits per symbol
+MAX_SEQ = 100_000  # min_len, max_len
+MAX_REPEATS = 10_000  # min_repeats, max_repeats
+MAX_BATCH_VALUES = 2**28  # steps x sequences x channels of the first training or test batch
 
 
 @dataclass
@@ -51,8 +56,17 @@ class CopyParams:
     def check(self, path: str) -> None:
         for key in ("bits", "batch_size", "min_len", "max_len", "threshold", "test_batch_size"):
             positive(getattr(self, key), path, key)
+        for key, limit in (("bits", MAX_BITS), ("batch_size", MAX_BATCH), ("test_batch_size", MAX_BATCH),
+                           ("min_len", MAX_SEQ), ("max_len", MAX_SEQ)):
+            at_most(getattr(self, key), limit, path, key)
         if self.max_len < self.min_len:
             raise ScenarioError(f"must be >= min_len ({self.min_len}), got {self.max_len}", f"{path}.max_len")
+
+    def check_first_batch(self, path: str, length: int) -> None:
+        """The first batches (``length`` steps at the starting level) must stay below MAX_BATCH_VALUES."""
+        for key in ("batch_size", "test_batch_size"):
+            values = length * getattr(self, key) * (self.bits + 2)
+            at_most(values, MAX_BATCH_VALUES, path, key, f"the first batch: {length} steps x {key} x channels")
 
 
 @dataclass
@@ -68,6 +82,8 @@ class RepeatCopyParams(CopyParams):
         super().check(path)
         for key in ("min_repeats", "max_repeats", "repeat_norm"):
             positive(getattr(self, key), path, key)
+        at_most(self.min_repeats, MAX_REPEATS, path, "min_repeats")
+        at_most(self.max_repeats, MAX_REPEATS, path, "max_repeats")
         if self.max_repeats < self.min_repeats:
             raise ScenarioError(f"must be >= min_repeats ({self.min_repeats}), got {self.max_repeats}",
                                 f"{path}.max_repeats")
@@ -181,7 +197,12 @@ class Copy:
         return {"x": Port("x", "input", i, i), "y": Port("y", "loss", o, o)}
 
     @classmethod
+    def batch_rows(cls, params: CopyParams) -> tuple[int, str]:
+        return params.batch_size, "task.batch_size"
+
+    @classmethod
     def check_scenario(cls, params: CopyParams, scenario) -> None:
+        params.check_first_batch("task", cls.shortest(params))
         check_windows(scenario, cls.shortest(params), f"task.min_len = {params.min_len}")
 
     def _batch(self, level: tuple[int, int], batch: int, gen: torch.Generator):

@@ -34,11 +34,15 @@ import torch.nn.functional as F
 
 from ..errors import ScenarioError, did_you_mean
 from ..registry import DATASETS, TASKS
-from ..schema import positive
+from ..schema import at_most, positive
+from ..spec import MAX_BATCH
 from . import datasets
 from .base import Emission, Port, System
 
 TEST_SEED = 20170101  # the fixed test streams: the same for every run and seed
+MAX_T = 100  # A's window (B's has T² = 10,000 ticks and T² + 1 classes)
+MAX_TEST_TICKS = 1_000_000
+MAX_TEST_IMAGES = 2**28  # test_streams x test ticks (the fixed test streams' index table)
 
 
 @dataclass
@@ -58,14 +62,21 @@ class DigitCountingParams:
     def check(self, path: str) -> None:
         if self.T < 1:
             raise ScenarioError(f"must be >= 1 (A's window in ticks), got {self.T}", f"{path}.T")
+        at_most(self.T, MAX_T, path, "T", "B's window is T² ticks")
         if self.dataset not in DATASETS:
             raise ScenarioError(f"unknown dataset '{self.dataset}'{did_you_mean(self.dataset, DATASETS.names())}",
                                 f"{path}.dataset")
-        positive(self.batch_size, path, "batch_size")
-        positive(self.test_streams, path, "test_streams")
+        for key in ("batch_size", "test_streams"):
+            positive(getattr(self, key), path, key)
+            at_most(getattr(self, key), MAX_BATCH, path, key)
         if self.test_ticks is not None and self.test_ticks < self.T * self.T:
             raise ScenarioError(f"must be >= T² = {self.T * self.T} (B's first target comes at T²-1), "
                                 f"got {self.test_ticks}", f"{path}.test_ticks")
+        at_most(self.test_ticks, MAX_TEST_TICKS, path, "test_ticks")
+        at_most(self.test_streams * self.eval_ticks, MAX_TEST_IMAGES, path, "test_streams",
+                f"test_streams x test ticks ({self.eval_ticks})")
+        datasets.check_data_dir(self.dataset, self.data_dir, path)
+        datasets.check_batch(self.dataset, self.batch_size, None, path)
 
     @property
     def eval_ticks(self) -> int:
@@ -90,12 +101,15 @@ def counts(labels: torch.Tensor, T: int) -> tuple[torch.Tensor, torch.Tensor]:
 class DigitCounting:
     """Streams of digits; A counts odd digits per T ticks, B counts 3s per T² ticks."""
 
+    static_data = ("x_train", "y_train", "x_test", "y_test")  # rebuilt, not saved in checkpoints
+
     def __init__(self, params: DigitCountingParams, device: torch.device, generator: torch.Generator):
         self.params = params
         self.T = params.T
         self.device = device
         self.generator = generator
         x_tr, y_tr, x_te, y_te = datasets.load(params.dataset, params.data_dir)
+        datasets.check_loaded(params.dataset, params.batch_size, len(x_tr))
         self.x_train = torch.as_tensor(x_tr, device=device)
         self.y_train = torch.as_tensor(y_tr, device=device)
         self.x_test = torch.as_tensor(x_te, device=device)
@@ -116,6 +130,10 @@ class DigitCounting:
         return {"x": Port("x", "input", features, features),
                 "a": Port("a", "loss", params.T + 1, params.T + 1),
                 "b": Port("b", "loss", T2 + 1, T2 + 1)}
+
+    @classmethod
+    def batch_rows(cls, params: DigitCountingParams) -> tuple[int, str]:
+        return params.batch_size, "task.batch_size"
 
     @classmethod
     def check_scenario(cls, params: DigitCountingParams, scenario) -> None:

@@ -1,0 +1,24 @@
+"""The engine logs, byte for byte, what main logged before the seams redesign (tests/golden/record.py)."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent / "golden"
+spec = importlib.util.spec_from_file_location("golden_record", HERE / "record.py")
+golden = importlib.util.module_from_spec(spec)
+sys.modules["golden_record"] = golden
+spec.loader.exec_module(golden)
+
+
+@pytest.mark.parametrize("name", list(golden.CASES))
+def test_metrics_match_the_recorded_golden_lines(name):
+    want = (HERE / f"{name}.jsonl").read_text().splitlines()
+    assert len(want) >= 2
+    got = golden.record(name)
+    for i, (a, b) in enumerate(zip(want, got)):
+        assert a == b, f"{name}: line {i + 1} differs\ngolden: {a[:400]}\nnow:    {b[:400]}"
+    assert len(got) == len(want)
