@@ -27,11 +27,9 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -39,63 +37,16 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))  # run from a checkout
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
+from common import RandomParams, RandomTask, measure
+
 from corporation import Engine, from_dict
 from corporation.optim import make_optimizer
-from corporation.registry import TASKS
 from corporation.spec import OptimizerSpec
-from corporation.tasks.base import Emission, Port
 
 FEATURES, CLASSES, HIDDEN, DEPTH, BATCH, POOL = 784, 10, 256, 4, 256, 4096
 
 
-@dataclass
-class RandomParams:
-    """Task ``bench_random``: a fixed in-memory pool of Gaussian inputs and random labels."""
-
-    kind: str = "bench_random"
-    batch_size: int = BATCH
-    pool: int = POOL
-
-
-class RandomTask:
-    """A classification task on random data, cheap to serve; batch id = the emitting tick."""
-
-    def __init__(self, params: RandomParams, device: torch.device, generator: torch.Generator):
-        self.params = params
-        self.x = torch.randn(params.pool, FEATURES, generator=generator).to(device)
-        self.y = torch.randint(0, CLASSES, (params.pool,), generator=generator).to(device)
-        self.generator = generator
-        self.batches: dict[int, torch.Tensor] = {}
-
-    @classmethod
-    def ports(cls, params: RandomParams) -> dict[str, Port]:
-        return {"x": Port("x", "input", FEATURES, FEATURES), "y": Port("y", "loss", CLASSES, CLASSES)}
-
-    def emit(self, tick: int) -> Emission:
-        idx = torch.randint(0, self.params.pool, (self.params.batch_size,), generator=self.generator)
-        self.batches[tick] = idx
-        return Emission({"x": self.x[idx]})
-
-    def context(self, port: str, batch_id: int) -> torch.Tensor:
-        idx = self.batches[batch_id]
-        return self.x[idx] if port == "x" else F.one_hot(self.y[idx], CLASSES).float()
-
-    def loss(self, port: str, batch_id: int, output: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(output, self.y[self.batches[batch_id]])
-
-    def train_metrics(self) -> dict[str, float]:
-        return {}
-
-    def evaluate(self, system: Any) -> dict[str, float]:  # nothing to score on random data
-        return {}
-
-    def forget(self, below: int) -> None:
-        for k in [k for k in self.batches if k < below]:
-            del self.batches[k]
-
-
-if "bench_random" not in TASKS:
-    TASKS.register("bench_random", RandomParams)(RandomTask)
 
 
 def scenario(kind: str, sg_hidden: int = 0) -> dict[str, Any]:
@@ -191,22 +142,6 @@ def configs() -> dict[str, Callable[[], None]]:
         out[name] = Engine(from_dict(scenario(kind, hidden))).step
     out["dni_by_hand"] = dni_by_hand_step_fn()
     return out
-
-
-def measure(steps: dict[str, Callable[[], None]], reps: int, n: int, warmup: int,
-            clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
-    """Median over ``reps`` interleaved repetitions of the mean time (s) of ``n`` steps."""
-    for fn in steps.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in steps}
-    for _ in range(reps):
-        for name, fn in steps.items():
-            t0 = clock()
-            for _ in range(n):
-                fn()
-            times[name].append((clock() - t0) / n)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def profile(fn: Callable[[], None], how: str, n: int, label: str) -> None:

@@ -9,12 +9,12 @@ Quick use::
     engine.run()
 """
 from . import interfaces, models, rnn_models, tasks  # noqa: F401  (register the built-in kinds)
-from .engine import Engine
+from .engine import Engine, Event
 from .errors import CorporationError, DataError, ScenarioError
 from .guard import Diverged
 from .runner import load_run
 from .scenario import dump, from_dict, load
 
 __version__ = "0.1.0"
-__all__ = ["CorporationError", "DataError", "Diverged", "Engine", "ScenarioError", "dump", "from_dict", "load",
+__all__ = ["CorporationError", "DataError", "Diverged", "Engine", "Event", "ScenarioError", "dump", "from_dict", "load",
            "load_run"]

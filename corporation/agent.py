@@ -1,37 +1,28 @@
 """An agent: one network with its own parameters, optimizer, clock, random stream and (for RNNs) state.
 
-The agent only sees its links. It picks the oldest batch id whose inputs are all there (a ``hold`` edge
-or a synthetic input never blocks), runs its body, posts messages, and for each outgoing ``dni`` edge asks
-M for g_hat. What it must backpropagate waits in ``losses``/``grads`` until its locked component updates
-(see :mod:`corporation.engine`); ``leaves`` are its detached ``dni`` inputs, whose gradients become the
-targets of the senders' M.
+The agent only sees its own halves of its edges: its inboxes (messages in, I), its outboxes (messages out,
+M), the task ports' contexts it was sent, and the loss ports beside it. At its ticks it picks the oldest batch
+id whose inputs are all there (a ``hold`` edge, an edge closing a cycle or a synthetic input never blocks),
+runs its body, posts messages, and for each outgoing ``dni`` edge asks M for g_hat. What it must
+backpropagate (losses, (h, g_hat) pairs, detached ``dni`` inputs whose gradients become the senders' M
+targets) goes to its :class:`~corporation.component.Component`, which runs the update.
 """
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from .clock import fires
+from .component import Leaf
+from .inbox import ContextInbox, Inbox
 from .interfaces import Stats
-from .messages import Link, Message
+from .messages import Message
 from .optim import lr_at, make_optimizer, set_lr
-from .spec import TASK_PREFIX, AgentSpec
-
-
-class World(Protocol):
-    """What an agent may ask of the engine."""
-
-    def context(self, source: str, batch_id: int, receiver: str) -> torch.Tensor: ...
-
-    def has_context(self, source: str, batch_id: int, receiver: str) -> bool: ...
-
-    def live_ids(self, after: int) -> list[int]: ...
-
-    def score(self, port: str, batch_id: int, output: torch.Tensor) -> torch.Tensor | None: ...
-
-    def send(self, link: Link, msg: Message, tick: int) -> None: ...
+from .outbox import Outbox
+from .spec import TASK_PREFIX, AgentSpec, is_port
 
 
 def head_key(dst: str) -> str:
@@ -48,18 +39,28 @@ def tree_detach(state: Any) -> Any:
 
 
 class Agent:
+    """One network and its halves of the edges: inboxes (what it reads), outboxes (what it sends, with M),
+    the task ports' contexts it needs, and the loss ports it feeds. The scheduler calls ``act`` at the
+    agent's ticks; what the agent must backpropagate goes to its :class:`~corporation.component.Component`."""
+
     def __init__(self, name: str, spec: AgentSpec, body: nn.Module, heads: nn.ModuleDict,
-                 in_links: list[Link], out_links: list[Link], generator: torch.Generator):
+                 generator: torch.Generator, horizon: int = 2):
         self.name = name
         self.spec = spec
         self.body = body
         self.heads = heads
-        self.in_links = in_links
-        self.out_links = out_links
         self.generator = generator
+        self.horizon = horizon  # ticks of contexts kept behind the agent's progress
         self.recurrent = bool(getattr(body, "recurrent", False))
         params = [*body.parameters(), *heads.parameters()]
         self.optimizer = make_optimizer(spec.optimizer, params) if params else None
+        self.inboxes: list[Inbox] = []  # sorted by source: this fixes the input concatenation order
+        self.outboxes: list[Outbox] = []  # sorted by destination
+        self.port_contexts: dict[str, ContextInbox] = {}  # task port -> its contexts (M's or I's)
+        self.loss_ports: dict[str, Callable[[int, torch.Tensor], torch.Tensor | None]] = {}
+        self.component: Any = None  # set by the Component this agent belongs to
+        self.live: list[int] = []  # emitted ids this agent may still process (fed when it needs them)
+        self.trace: Callable[..., None] | None = None
         self.state: Any = None
         self.state_sg = None  # M on the carried state (state.kind: dni), set by the engine
         self.window_leaf: tuple[torch.Tensor, ...] | None = None  # state at the window start, a leaf
@@ -73,61 +74,103 @@ class Agent:
         self.last_id = -1
         self.acted = 0  # own ticks since the last update
         self.due = False
-        self.losses: list[torch.Tensor] = []
-        self.grads: list[tuple[torch.Tensor, torch.Tensor, str]] = []  # (h, g_hat to apply, where it comes from)
-        self.leaves: list[tuple[Link, int, torch.Tensor]] = []
         self.counts = {"acted": 0, "updates": 0, "skipped": 0, "idle": 0, "synthetic_inputs": 0}
 
-    # ----- picking what to process -------------------------------------------------------------------
-    def _si_ready(self, link: Link, batch_id: int, world: World) -> bool:
-        return link.si is not None and world.has_context(link.spec.interface.synthetic_input.context,
-                                                         batch_id, self.name)
+    # ----- wiring (by the engine, at construction) ---------------------------------------------------
+    def add_inbox(self, inbox: Inbox) -> None:
+        self.inboxes.append(inbox)
 
-    def pick(self, world: World) -> int | None:
+    def add_outbox(self, outbox: Outbox) -> None:
+        self.outboxes.append(outbox)
+
+    def add_port_context(self, port: str) -> ContextInbox:
+        return self.port_contexts.setdefault(port, ContextInbox(port))
+
+    def add_loss_port(self, port: str, score: Callable[[int, torch.Tensor], torch.Tensor | None]) -> None:
+        self.loss_ports[port] = score
+
+    def needs_live_ids(self) -> bool:
+        """Whether the agent must be told every emitted id (it has a synthetic input or never blocks)."""
+        return any(i.si is not None for i in self.inboxes) or not any(not i.hold for i in self.inboxes)
+
+    # ----- what arrives ------------------------------------------------------------------------------
+    def receive(self, inbox: Inbox, msg: Message, tick: int) -> None:
+        """A message for ``inbox`` at ``tick``; a locked message sent before the component's last update has
+        a spent graph: it arrives detached."""
+        if inbox.locked and msg.window < self.component.updates:
+            msg = Message(msg.batch_id, msg.h.detach(), msg.sent, msg.start, msg.end, msg.reset, msg.window)
+        inbox.deliver(msg, tick)
+        if self.trace is not None:
+            self.trace(tick, "deliver", inbox.spec.key, msg.batch_id, msg)
+
+    def note_emitted(self, batch_id: int, tick: int) -> None:
+        self.live.append(batch_id)
+
+    def si_context(self, inbox: Inbox, batch_id: int) -> torch.Tensor | None:
+        """I's context for ``batch_id`` on ``inbox``: a task port's, or another inbox's message."""
+        source = inbox.spec.interface.synthetic_input.context
+        if is_port(source):
+            return self.port_contexts[source[len(TASK_PREFIX):]].get(batch_id)
+        return next(i for i in self.inboxes if i.src == source).contexts.get(batch_id)
+
+    # ----- picking what to process -------------------------------------------------------------------
+    def pick(self) -> int | None:
         """The oldest unprocessed batch id whose every blocking input is available, else None."""
-        blocking = [link for link in self.in_links if not link.spec.hold]
-        holds = [link for link in self.in_links if link.spec.hold]
-        if any(link.newest is None and link.si is None for link in holds):
+        blocking = [i for i in self.inboxes if not i.hold]
+        holds = [i for i in self.inboxes if i.hold]
+        if any(i.newest is None and i.si is None and not i.back_edge for i in holds):
             return None
         if not blocking:
-            ids = [link.newest.batch_id for link in holds if link.newest is not None]
+            ids = [i.newest.batch_id for i in holds if i.newest is not None and not i.back_edge]
             if ids:
                 return max(ids)
-            live = world.live_ids(-1)
-            return live[-1] if live else None
+            return self.live[-1] if self.live else None
         pool: set[int] = set()
-        for link in blocking:
-            pool.update(k for k in link.inbox if k > self.last_id)
-            if link.si is not None:  # a sampled edge: only the ids of this agent's own ticks
-                pool.update(k for k in world.live_ids(self.last_id)
-                            if not link.spec.sample or fires(self.spec.clock, k))
+        for inbox in blocking:
+            pool.update(inbox.ids_after(self.last_id))
+            if inbox.si is not None:  # a sampled edge: only the ids of this agent's own ticks
+                pool.update(k for k in self.live if k > self.last_id
+                            and (not inbox.spec.sample or fires(self.spec.clock, k)))
         for k in sorted(pool):
-            if all(k in link.inbox or self._si_ready(link, k, world) for link in blocking):
+            if all(k in i.messages or (i.si is not None and self.si_context(i, k) is not None) for i in blocking):
                 return k
         return None
 
     # ----- one tick of work --------------------------------------------------------------------------
-    def act(self, tick: int, world: World) -> bool:
+    def act(self, tick: int) -> bool:
         """Process one batch id if one is complete; returns whether the agent did any work."""
-        batch_id = self.pick(world)
+        batch_id = self.pick()
         if batch_id is None:
             self.counts["idle"] += 1
+            if self.trace is not None:
+                self.trace(tick, "idle", self.name, None)
             return False
-        inputs, first = [], None
-        for link in self.in_links:
-            msg = link.newest if link.spec.hold else link.inbox.get(batch_id)
-            if msg is None:  # forward unlock: I(c) stands in for the missing message
-                ctx = world.context(link.spec.interface.synthetic_input.context, batch_id, self.name)
-                h = link.si(ctx).detach()
+        component = self.component
+        inputs: list[torch.Tensor | None] = []
+        first = None
+        read: dict[str, Message | None] = {}  # for the trace: what was read on each edge
+        for inbox in self.inboxes:
+            msg = inbox.get(batch_id)
+            read[inbox.spec.key] = msg
+            if msg is None and inbox.si is not None:  # forward unlock: I(c) stands in for the missing message
+                h = inbox.si(self.si_context(inbox, batch_id)).detach()
                 self.counts["synthetic_inputs"] += 1
+                target_id = batch_id
+            elif msg is None:  # a back edge of a cycle before its first message: zeros (filled below)
+                inputs.append(None)
+                continue
             else:
                 h = msg.h
-                if first is None or link.from_task:
+                target_id = msg.batch_id
+                if first is None or inbox.from_task:
                     first = msg
-            if link.dni:  # the true gradient stops here; its value becomes the sender's M target
+            if inbox.dni:  # the true gradient stops here; its value becomes the sender's M target
                 h = h.detach().requires_grad_(True)
-                self.leaves.append((link, batch_id, h))
+                component.add_leaf(self.name, Leaf(inbox.spec.key, inbox.spec.back_latency, target_id, h))
             inputs.append(h)
+        if any(x is None for x in inputs):
+            rows = next(x.shape[0] for x in inputs if x is not None)
+            inputs = [x if x is not None else i.zeros(rows) for x, i in zip(inputs, self.inboxes)]
         x = inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=1)
         start = bool(first and first.start)
         end = bool(first and first.end)
@@ -148,34 +191,56 @@ class Agent:
                 self.aux.record(self.state, start)
         else:
             out = self.body(x)
-        for link in self.out_links:
-            if not link.posts_at(tick):
+        for outbox in self.outboxes:
+            if not outbox.posts_at(tick):
                 continue  # a sampled edge: the receiver never reads this instant (no message, no g_hat)
-            h = self.project(link.dst, out)
-            if link.to_task:
-                loss = world.score(link.dst[len(TASK_PREFIX):], batch_id, h)
+            h = self.project(outbox.dst, out)
+            if outbox.to_task:
+                loss = self.loss_ports[outbox.dst[len(TASK_PREFIX):]](batch_id, h)
                 if loss is not None:
-                    self.losses.append(loss)
+                    component.add_loss(self.name, loss)
                 continue
-            world.send(link, Message(batch_id, h if link.locked else h.detach(), tick, start, end, reset),
-                       tick)
-            if link.dni:
-                c = link.spec.interface.context
-                ctx = world.context(c, batch_id, self.name) if c is not None else None
-                self.grads.append((h, link.sg.predict(batch_id, h, ctx, tick), f"edge {link.src} -> {link.dst}"))
-        for link in self.in_links:
-            if not link.spec.hold:
-                link.drop_before(batch_id + 1)
+            msg = Message(batch_id, h if outbox.locked else h.detach(), tick, start, end, reset, component.updates)
+            outbox.send(msg, tick)
+            if self.trace is not None:
+                self.trace(tick, "send", outbox.spec.key, batch_id, msg)
+            if outbox.dni:
+                c = outbox.spec.interface.context
+                ctx = self.port_contexts[c[len(TASK_PREFIX):]].get(batch_id) if c is not None else None
+                component.add_pair(self.name, h, outbox.g_hat(batch_id, h, ctx, tick),
+                                   f"edge {self.name} -> {outbox.dst}")
+        for inbox in self.inboxes:
+            inbox.advance(batch_id)
         self.last_id = max(self.last_id, batch_id)
+        self._forget()
         self.counts["acted"] += 1
         self.acted += 1
         if self.acted >= self.spec.update.unroll:
             self.due = True
+        if self.trace is not None:
+            self.trace(tick, "act", self.name, batch_id, read)
         return True
+
+    def _forget(self) -> None:
+        """Drop emitted ids and contexts that can no longer be used (behind this agent and behind every
+        synthetic input's real messages, with a margin of ``horizon`` ticks)."""
+        if len(self.live) > 1:
+            keep = [k for k in self.live[:-1] if k > self.last_id]
+            self.live = keep + self.live[-1:]
+        for port, store in self.port_contexts.items():
+            store.forget(self._context_floor(TASK_PREFIX + port))
+        for inbox in self.inboxes:
+            if inbox.keep_contexts:
+                inbox.forget(self._context_floor(inbox.src))
+
+    def _context_floor(self, source: str) -> int:
+        users = [i.delivered for i in self.inboxes
+                 if i.si is not None and i.spec.interface.synthetic_input.context == source]
+        return min([self.last_id, *users]) - self.horizon
 
     def at_rest(self) -> bool:
         """No update window is open: nothing of this agent waits for a backward pass."""
-        return self.acted == 0 and not (self.losses or self.grads or self.leaves)
+        return self.acted == 0
 
     # ----- updating ----------------------------------------------------------------------------------
     def draw_update(self) -> bool:
@@ -187,25 +252,25 @@ class Agent:
             return False
         return bool(torch.rand((), generator=self.generator) < p)
 
-    def close_window(self, tick: int) -> None:
-        """Before the backward pass: the synthetic gradient of all future loss on the carried state."""
+    def close_window(self, tick: int) -> list[tuple[torch.Tensor, torch.Tensor, str]]:
+        """Before the backward pass: the synthetic gradient of all future loss on the carried state, as
+        (state part, g_hat part, where) pairs for the component's backward pass."""
         if self.state_sg is None or self.state is None or self.acted == 0:
-            return
+            return []
         if self.last_end and self.spec.state.zero_at_end:
             if self.aux is not None:  # the boundary's synthetic gradient is zero: that is the aux target
                 self.aux.fit(None, torch.cat(self.state, dim=1), self.body, self.spec.state.aux_weight, tick)
-            return  # the sequence ends here: no future loss, no synthetic gradient
+            return []  # the sequence ends here: no future loss, no synthetic gradient
         state = torch.cat(self.state, dim=1)
         g = self.state_sg.predict(self.boundary, state, None, tick)
         if self.aux is not None:
             self.aux.fit(self.state_sg, state, self.body, self.spec.state.aux_weight, tick)
         sg = self.state_sg.params
         if tick < sg.warmup or sg.scale == 0.0:
-            return  # g_hat forced to zero: add nothing, so this is exactly truncated BPTT (optimizer included)
-        for s, part in zip(self.state, g.split([s.shape[1] for s in self.state], dim=1)):
-            if s.requires_grad:
-                self.grads.append((s, part, f"the carried state of '{self.name}'"))
-
+            return []  # g_hat forced to zero: add nothing, so this is exactly truncated BPTT (optimizer included)
+        where = f"the carried state of '{self.name}'"
+        return [(s, part, where) for s, part in zip(self.state, g.split([s.shape[1] for s in self.state], dim=1))
+                if s.requires_grad]
     def after_backward(self, tick: int) -> None:
         """After the backward pass: train the state M of the previous boundary on its bootstrapped target
         (the gradient that reached this window's start state). The boundary is counted in finish_window
@@ -219,17 +284,22 @@ class Agent:
                 target = target * target.shape[0]
             self.state_sg.train_on(self.boundary - 1, target, tick)
 
-    def finish_window(self, tick: int, step: bool) -> None:
-        """After the component's backward: step (or discard the gradients), start a new window."""
+    def optimizer_for(self, tick: int, step: bool) -> torch.optim.Optimizer | None:
+        """The optimizer to step for this update (its lr set for ``tick``), or None (no step / no parameters).
+        The component steps the optimizers of all its due members together."""
+        if self.optimizer is None or not step:
+            return None
+        set_lr(self.optimizer, lr_at(self.spec.optimizer, tick))
+        return self.optimizer
+
+    def finish_window(self, tick: int, step: bool, stepped: bool = False) -> None:
+        """After the component's backward (and, when ``stepped``, the optimizer step): discard the gradients,
+        start a new window."""
         if self.optimizer is not None:
-            if step:
-                set_lr(self.optimizer, lr_at(self.spec.optimizer, tick))
-                self.optimizer.step()
+            if step and not stepped:
+                self.optimizer_for(tick, step).step()
             self.optimizer.zero_grad(set_to_none=True)
         self.counts["updates" if step else "skipped"] += 1
-        self.losses.clear()
-        self.grads.clear()
-        self.leaves.clear()
         self.acted = 0
         self.due = False
         if self.recurrent:
@@ -256,18 +326,21 @@ class Agent:
         return out
 
     def modules(self) -> list[nn.Module]:
+        """Every module of this agent and of its edge halves (body, heads, state M, Aux, edge Ms, Is)."""
         mods: list[nn.Module] = [self.body, self.heads]
         if self.state_sg is not None:
             mods.append(self.state_sg)
         if self.aux is not None:
             mods.append(self.aux)
-        for link in self.out_links:
-            if link.sg is not None:
-                mods.append(link.sg)
-        for link in self.in_links:
-            if link.si is not None:
-                mods.append(link.si)
+        mods += [o.sg for o in self.outboxes if o.sg is not None]
+        mods += [i.si for i in self.inboxes if i.si is not None]
         return mods
+
+    def detach_locked(self) -> None:
+        """After the component's update: messages waiting on locked edges keep no spent graph."""
+        for inbox in self.inboxes:
+            if inbox.locked:
+                inbox.detach_graphs()
 
 
 class AuxHead(nn.Module):

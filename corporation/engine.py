@@ -1,15 +1,25 @@
-"""The local engine: one process, integer ticks, deterministic.
+"""The engine: a scheduler that runs components by placement (here: every component on one worker).
 
-Each tick: the task emits batch ``tick``; due messages are delivered; due agents act in topological order
-(ties by name); every locked component whose members are all due runs ONE backward pass over what its
-members accumulated (task losses, and <h, g_hat> for each outgoing ``dni`` edge) and its members step;
-the gradients of their detached ``dni`` inputs go upstream as targets; finally due targets train the
-senders' M (gradients delivered in reverse order). Files, argv and progress bars live in the runner.
+It builds each edge as two halves and a transport (DESIGN.md "Architecture"): the sender's
+:class:`~corporation.outbox.Outbox` (send schedule, M), the receiver's :class:`~corporation.inbox.Inbox`
+(messages, newest, I), and the :class:`~corporation.transport.LocalTransport` between them; the agents
+joined by ``backprop`` edges form a :class:`~corporation.component.Component`. The task's inputs and the
+contexts an agent needs reach it as messages on port channels; a loss is scored beside the agent feeding
+the loss port.
+
+Each tick: the task emits batch ``tick`` (posted on the port channels); due messages are delivered; due
+agents act in topological order (ties by name); every component whose members are all due runs ONE
+backward pass and its members step, posting targets upstream; finally due targets train the senders' M
+(in reverse execution order). Integer ticks, deterministic. Files, argv and progress bars live in the
+runner.
 """
 from __future__ import annotations
 
+import functools
 import math
+import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,16 +28,21 @@ from torch import nn
 from . import checkpoint as checkpoint_mod
 from .agent import Agent, head_key
 from .clock import fires
+from .component import Component, backward_together
 from .errors import CorporationError
-from .graph import Graph, build_graph
+from .graph import Graph, back_edges, build_graph
 from .guard import Diverged, first_nonfinite
+from .inbox import Inbox
 from .interfaces import SyntheticInput
-from .messages import GradientMessage, Link, Message
+from .messages import GradientMessage, Message
 from .models import build_model, init_parameters
+from .optim import step_together
+from .outbox import Outbox
 from .registry import SYNTHESIZERS, TASKS
 from .schema import to_plain
 from .seeding import generator
-from .spec import TASK_PREFIX, Scenario, is_port
+from .spec import TASK_PREFIX, EdgeSpec, Scenario, is_port
+from .transport import LocalTransport
 
 
 def resolve_device(name: str) -> torch.device:
@@ -40,41 +55,62 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-class Engine:
-    """Runs a scenario in one process. ``step()`` advances one tick; ``evaluate()`` scores the composition."""
+@dataclass(frozen=True)
+class Event:
+    """One entry of an engine trace: at ``tick``, ``kind`` happened at ``where`` (an agent or an edge
+    ``src-dst``) about batch ``batch_id``, with ``value``:
 
-    def __init__(self, scenario: Scenario, device: str | None = None, checkpoints: bool = False):
+    ``emit`` (the task emitted batch ``tick``), ``send`` / ``deliver`` (value: the Message), ``act`` (an
+    agent processed ``batch_id``; value: ``{edge: Message read, or None where I or zeros stood in}``),
+    ``idle`` (nothing complete), ``update`` / ``skip`` (the agent's component updated; its own step was
+    applied / skipped by p_update), ``target`` (a target reached the sender's M; value: the
+    GradientMessage, its ``g`` the per-example target)."""
+
+    tick: int
+    kind: str
+    where: str
+    batch_id: int | None
+    value: Any = None
+
+
+def _score(task: Any, port: str, batch_id: int, output: torch.Tensor) -> torch.Tensor | None:
+    """The loss port beside an agent: the task's loss of ``output`` for batch ``batch_id``."""
+    return task.loss(port, batch_id, output)
+
+
+def _traced_target(outbox: Outbox, trace: Callable[..., None], grad: GradientMessage, tick: int) -> None:
+    outbox.receive_target(grad, tick)
+    trace(tick, "target", outbox.spec.key, grad.batch_id, grad)
+
+
+class Engine:
+    """The local scheduler: runs every component in one process (placement: one worker). ``step()``
+    advances one tick; ``evaluate()`` scores the composition. ``trace``: a callable receiving an
+    :class:`Event` for every send, delivery, act, idle tick, update and target arrival (for tests and
+    debugging; ``None`` costs nothing). ``shuffle``: a seed; each tick then runs agents, components and
+    target deliveries in a random order (the latency >= 1 independence check of the tests)."""
+
+    def __init__(self, scenario: Scenario, device: str | None = None, checkpoints: bool = False,
+                 trace: Callable[[Event], None] | None = None, shuffle: int | None = None):
         self.scenario = scenario
         self.graph: Graph = build_graph(scenario)
         self.device = resolve_device(device or scenario.device)
         self.task = TASKS.get(scenario.task.kind).factory(scenario.task, self.device,
                                                           generator(scenario.seed, "task"))
-        g = self.graph
-        self.links: dict[tuple[str, str], Link] = {(e.src, e.dst): Link(e) for e in scenario.edges}
-        for link in self.links.values():  # a sampled edge follows its receiver's clock
-            link.clock = None if is_port(link.dst) else scenario.agents[link.dst].clock
-        self.agents: dict[str, Agent] = {}
-        for name in g.order:
-            self.agents[name] = self._build_agent(name)
-        self._build_interfaces()
-        # some edge has a synthetic input: evaluation also scores the parts reading synthetic inputs only
-        self.synthetic_inputs = any(link.si is not None for link in self.links.values())
-        # agent contexts of synthetic inputs, kept per id until I's target arrives (an inbox drops a message
-        # as soon as its receiver has processed that id, usually long before the real message comes)
-        self._contexts: dict[tuple[str, str], dict[int, torch.Tensor]] = {
-            (link.spec.interface.synthetic_input.context, link.dst): {} for link in self.links.values()
-            if link.si is not None and not is_port(link.spec.interface.synthetic_input.context)}
-        self.components = [[self.agents[n] for n in comp] for comp in g.components]
-        self.link_order = [self.links[(e.src, e.dst)] for a in g.order for e in g.out_edges(a)
-                           if not is_port(e.dst)]
-        self.port_links: dict[str, list[Link]] = {}
-        for (src, _), link in self.links.items():
-            if is_port(src):
-                self.port_links.setdefault(src[len(TASK_PREFIX):], []).append(link)
+        self.trace = trace
+        # a check, not a mode: every tick runs the agents, the components and the targets in an order drawn
+        # from this seed (with latency >= 1 everywhere the results must not change: workers may run at once)
+        self._shuffle = random.Random(shuffle) if shuffle is not None else None
+        self.transport = LocalTransport()
         self.horizon = 2 + max([e.latency + e.back_latency for e in scenario.edges], default=0)
+        g = self.graph
+        self.agents: dict[str, Agent] = {name: self._build_agent(name) for name in g.order}
+        self._wire()
+        self.components = [Component([self.agents[n] for n in comp], self.transport,
+                                     self._trace if trace is not None else None) for comp in g.components]
+        self.synthetic_inputs = any(i.si is not None for a in self.agents.values() for i in a.inboxes)
         self.tick = 0
-        self.live: list[int] = []  # ids the task emitted and still remembers
-        self._live_set: set[int] = set()
+        self._forgot = -(10**9)
         self._held: dict[tuple[str, str], torch.Tensor] = {}
         # checkpoints (corporation.checkpoint): the last snapshot taken at rest and the calls made since
         self._journal: list[str] | None = None
@@ -85,78 +121,121 @@ class Engine:
             self._take_snapshot()
 
     # ----- construction ------------------------------------------------------------------------------
+    def agent_device(self, name: str) -> torch.device:
+        """``agents.<name>.device``, else the scenario's device."""
+        own = self.scenario.agents[name].device
+        return self.device if own is None else resolve_device(own)
+
     def _build_agent(self, name: str) -> Agent:
         spec, g = self.scenario.agents[name], self.graph
         gen = generator(self.scenario.seed, "agent", name)
-        body = build_model(spec.model, g.in_size[name], g.out_size[name], gen, self.device)
+        device = self.agent_device(name)
+        body = build_model(spec.model, g.in_size[name], g.out_size[name], gen, device)
         heads = nn.ModuleDict()
         for dst in sorted(spec.heads):
             with torch.random.fork_rng(devices=[]):
                 head = nn.Linear(g.out_size[name], g.msg_size[(name, dst)])
             init_parameters(head, gen)
-            heads[head_key(dst)] = head.to(self.device)
-        in_links = [self.links[(e.src, e.dst)] for e in g.in_edges(name)]
-        out_links = [self.links[(e.src, e.dst)] for e in g.out_edges(name)]
-        agent = Agent(name, spec, body, heads, in_links, out_links, gen)
+            heads[head_key(dst)] = head.to(device)
+        agent = Agent(name, spec, body, heads, gen, self.horizon)
+        agent.device = device
         if spec.state.kind == "dni":
             factory = SYNTHESIZERS.get(spec.state.sg.kind).factory
-            agent.state_sg = factory(spec.state.sg, body.state_size(), 0, gen, self.device, spec.optimizer)
+            agent.state_sg = factory(spec.state.sg, body.state_size(), 0, gen, device, spec.optimizer)
         return agent
 
-    def _build_interfaces(self) -> None:
-        g = self.graph
-        for (src, dst), link in sorted(self.links.items()):
-            iface = link.spec.interface
+    def _wire(self) -> None:
+        """Build every edge's halves (M in the sender's outbox, I in the receiver's inbox, drawn from their
+        owners' generators in edge order) and connect them through the transport."""
+        g, t = self.graph, self.transport
+        sgs: dict[tuple[str, str], Any] = {}
+        sis: dict[tuple[str, str], Any] = {}
+        for e in sorted(self.scenario.edges, key=lambda e: (e.src, e.dst)):
+            iface = e.interface
             if iface is None or iface.kind != "dni":
                 continue
-            sender, receiver = self.agents[src], self.agents[dst]
+            sender, receiver = self.agents[e.src], self.agents[e.dst]
             ctx = g.context_size(iface.context) if iface.context else 0
             factory = SYNTHESIZERS.get(iface.sg.kind).factory
-            link.sg = factory(iface.sg, g.msg_size[(src, dst)], ctx, sender.generator, self.device,
-                              sender.spec.optimizer)
+            sgs[(e.src, e.dst)] = factory(iface.sg, g.msg_size[(e.src, e.dst)], ctx, sender.generator,
+                                          sender.device, sender.spec.optimizer)
             si = iface.synthetic_input
             if si is not None:
-                link.si = SyntheticInput(si, g.context_size(si.context, dst), g.msg_size[(src, dst)],
-                                         receiver.generator, self.device, receiver.spec.optimizer)
+                sis[(e.src, e.dst)] = SyntheticInput(si, g.context_size(si.context, e.dst), g.msg_size[(e.src, e.dst)],
+                                                     receiver.generator, receiver.device, receiver.spec.optimizer)
+        back = back_edges(self.scenario, g.order)
+        self._message_channels: list[str] = []  # delivery order at a tick's start: the scenario's edge order
+        self._port_edges: list[EdgeSpec] = []
+        for e in self.scenario.edges:
+            if not is_port(e.dst):
+                self._message_channels.append(e.key)
+            if is_port(e.src):
+                self._port_edges.append(e)
+        for name in g.order:
+            agent = self.agents[name]
+            for e in g.in_edges(name):
+                inbox = Inbox(e, g.msg_size[(e.src, name)], agent.device, sis.get((e.src, name)),
+                              back_edge=(e.src, name) in back)  # closes a cycle: never blocks
+                agent.add_inbox(inbox)
+                t.connect("message", e.key, functools.partial(agent.receive, inbox))
+            for e in g.out_edges(name):
+                clock = None if is_port(e.dst) else self.scenario.agents[e.dst].clock
+                synthetic = (e.src, e.dst) in sis
+                outbox = Outbox(e, t, clock, sgs.get((e.src, e.dst)), synthetic)
+                if not is_port(e.dst):
+                    outbox.device = self.agent_device(e.dst)
+                else:
+                    agent.add_loss_port(e.dst[len(TASK_PREFIX):], functools.partial(_score, self.task,
+                                                                                    e.dst[len(TASK_PREFIX):]))
+                agent.add_outbox(outbox)
+        for name in g.order:  # what each agent needs of the task ports and of its other inboxes
+            agent = self.agents[name]
+            for outbox in agent.outboxes:
+                c = outbox.spec.interface.context if outbox.dni else None
+                if c is not None:
+                    agent.add_port_context(c[len(TASK_PREFIX):])
+            for inbox in agent.inboxes:
+                if inbox.si is None:
+                    continue
+                source = inbox.spec.interface.synthetic_input.context
+                inbox.si_context = functools.partial(agent.si_context, inbox)
+                if is_port(source):
+                    agent.add_port_context(source[len(TASK_PREFIX):])
+                else:
+                    next(i for i in agent.inboxes if i.src == source).keep_contexts = True
+            for port, store in agent.port_contexts.items():
+                t.connect("message", f"context:{port}>{name}", store.deliver)
+            if agent.needs_live_ids():
+                t.connect("message", f"ids>{name}", agent.note_emitted)
+            if self.trace is not None:
+                agent.trace = self._trace
+        # targets train the senders' M at a tick's end, in reverse execution order of the edges
+        self._target_channels = [e.key for a in reversed(g.order) for e in reversed(g.out_edges(a))
+                                 if not is_port(e.dst) and e.interface is not None and e.interface.kind == "dni"]
+        for name in g.order:
+            for outbox in self.agents[name].outboxes:
+                if outbox.sg is not None:
+                    t.connect("target", outbox.channel, self._target_sink(outbox))
+        self._loss_agents = [n for n in g.order if self.agents[n].loss_ports]
+        outboxes = {o.channel: o for a in self.agents.values() for o in a.outboxes}
+        self._target_outboxes = [outboxes[c] for c in self._target_channels]
+        inboxes = {(i.src, a.name): i for a in self.agents.values() for i in a.inboxes}
+        self._edges = [(o.spec.key, o, inboxes[(name, o.dst)]) for name in g.order
+                       for o in self.agents[name].outboxes if not o.to_task]  # agent-to-agent, execution order
 
-    # ----- the World an agent sees -------------------------------------------------------------------
-    def context(self, source: str, batch_id: int, receiver: str) -> torch.Tensor:
-        if is_port(source):
-            return self.task.context(source[len(TASK_PREFIX):], batch_id)
-        if (source, receiver) in self._contexts:
-            return self._contexts[(source, receiver)][batch_id]
-        return self.links[(source, receiver)].inbox[batch_id].h.detach()
+    def edge(self, src: str, dst: str) -> tuple[Outbox, Inbox]:
+        """The two halves of agent-to-agent edge ``src -> dst``: the sender's outbox (with M as ``.sg``) and
+        the receiver's inbox (with I as ``.si``), for reading."""
+        outbox = next(o for o in self.agents[src].outboxes if o.dst == dst)
+        return outbox, next(i for i in self.agents[dst].inboxes if i.src == src)
 
-    def has_context(self, source: str, batch_id: int, receiver: str) -> bool:
-        if is_port(source):
-            return batch_id in self._live_set
-        if (source, receiver) in self._contexts:
-            return batch_id in self._contexts[(source, receiver)]
-        return batch_id in self.links[(source, receiver)].inbox
+    def _target_sink(self, outbox: Outbox) -> Callable[[GradientMessage, int], None]:
+        if self.trace is None:
+            return outbox.receive_target
+        return functools.partial(_traced_target, outbox, self._trace)
 
-    def live_ids(self, after: int) -> list[int]:
-        return [k for k in self.live if k > after]
-
-    def score(self, port: str, batch_id: int, output: torch.Tensor) -> torch.Tensor | None:
-        return self.task.loss(port, batch_id, output)
-
-    def send(self, link: Link, msg: Message, tick: int) -> None:
-        if link.spec.latency == 0:
-            self._arrive(link, msg)
-        else:
-            link.in_flight.append((tick + link.spec.latency, msg))
-
-    def _arrive(self, link: Link, msg: Message) -> None:
-        link.deliver(msg)
-        if (link.src, link.dst) in self._contexts:
-            self._contexts[(link.src, link.dst)][msg.batch_id] = msg.h.detach()
-        if link.si is not None:
-            receiver = self.agents[link.dst]
-            source = link.spec.interface.synthetic_input.context
-            if self.has_context(source, msg.batch_id, link.dst):
-                link.si.train_on(self.context(source, msg.batch_id, link.dst), msg.h, self.tick - msg.sent)
-            if not link.spec.hold and msg.batch_id <= receiver.last_id:
-                link.inbox.pop(msg.batch_id, None)  # too late to be used: it only trained I
+    def _trace(self, tick: int, kind: str, where: str, batch_id: int | None, value: Any = None) -> None:
+        self.trace(Event(tick, kind, where, batch_id, value))
 
     # ----- one tick ----------------------------------------------------------------------------------
     def step(self) -> None:
@@ -166,27 +245,46 @@ class Engine:
 
     def _step(self) -> None:
         t = self.tick
+        transport = self.transport
+        transport.now = t
         emission = self.task.emit(t)
         if emission is not None:
-            self.live.append(t)
-            self._live_set = set(self.live)
-            for port, links in self.port_links.items():
-                for link in links:
-                    self.send(link, Message(t, emission.inputs[port], t, emission.start, emission.end,
-                                             emission.reset), t)
-        for link in self.links.values():
-            for msg in link.due(t):
-                self._arrive(link, msg)
-        for name in self.graph.order:
+            if self.trace is not None:
+                self._trace(t, "emit", "task", t)
+            for name, agent in self.agents.items():
+                if agent.needs_live_ids():
+                    transport.post("message", f"ids>{name}", t, t)
+                for port in agent.port_contexts:
+                    transport.post("message", f"context:{port}>{name}", (t, self.task.context(port, t)), t)
+            for e in self._port_edges:
+                port = e.src[len(TASK_PREFIX):]
+                if e.sample and not fires(self.scenario.agents[e.dst].clock, t + e.latency):
+                    continue
+                msg = Message(t, emission.inputs[port], t, emission.start, emission.end, emission.reset)
+                if self.trace is not None:
+                    self._trace(t, "send", e.key, t, msg)
+                transport.post("message", e.key, msg, t + e.latency)
+        transport.poll(t, "message", self._message_channels)
+        order, components, targets = self.graph.order, self.components, self._target_channels
+        if self._shuffle is not None:
+            order, components, targets = (self._shuffle.sample(x, len(x)) for x in (order, components, targets))
+        for name in order:
             agent = self.agents[name]
             if fires(agent.spec.clock, t):
-                agent.act(t, self)
-        for members in self.components:
-            if all(a.due for a in members):
-                self._update(members, t)
-        for link in reversed(self.link_order):
-            for grad in link.due_gradients(t):
-                link.sg.train_on(grad.batch_id, grad.g, t)
+                agent.act(t)
+        due = [c for c in components if c.due()]
+        if due:
+            backward_together(due, t)
+            window_closed = getattr(self.task, "window_closed", None)
+            for component in due:
+                closed = [o.dst[len(TASK_PREFIX):] for a in component.members for o in a.outboxes if o.to_task]
+                if closed and window_closed is not None:
+                    window_closed(closed)  # the graphs of outputs it holds are spent: it must not reuse them
+        transport.poll(t, "target", targets)
+        trained = [(o, opt) for o in self._target_outboxes if o.targets for opt in o.train()]
+        step_together([opt for _, opt in trained])  # every M of the tick steps in one fused update
+        for o, _ in trained:
+            o.sg.stepped()
         bad = first_nonfinite(self._regression_losses())
         if bad is not None:
             raise Diverged(t, f"non-finite {bad}")
@@ -196,12 +294,16 @@ class Engine:
     def _regression_losses(self) -> list[tuple[str, torch.Tensor]]:
         """The running loss sums of every M, I and Aux head (non-finite as soon as one loss was)."""
         out = []
-        for link in self.link_order:
-            for what, model in (("M loss on edge", link.sg), ("I loss on edge", link.si)):
-                stats = getattr(model, "stats", None)
+        for name in self.graph.order:
+            agent = self.agents[name]
+            for o in agent.outboxes:
+                stats = getattr(o.sg, "stats", None)
                 if stats is not None:
-                    out.append((f"{what} {link.src} -> {link.dst}", stats.loss))
-        for name, agent in self.agents.items():
+                    out.append((f"M loss on edge {name} -> {o.dst}", stats.loss))
+            for i in agent.inboxes:
+                stats = getattr(i.si, "stats", None)
+                if stats is not None:
+                    out.append((f"I loss on edge {i.src} -> {name}", stats.loss))
             for what, model in (("state M loss of agent", agent.state_sg), ("Aux loss of agent", agent.aux)):
                 stats = getattr(model, "stats", None)
                 if stats is not None:
@@ -219,51 +321,14 @@ class Engine:
         if bad is not None:
             raise Diverged(self.tick, f"non-finite {bad}")
 
-    def _update(self, members: list[Agent], t: int) -> None:
-        """One backward pass for a locked component, then each member steps (with its p_update)."""
-        go = [a.draw_update() for a in members]
-        if any(go):
-            for a in members:
-                a.close_window(t)
-            tensors: list[torch.Tensor] = []
-            grads: list[torch.Tensor | None] = []
-            for a in members:
-                tensors += a.losses
-                grads += [None] * len(a.losses)
-                for h, g, _ in a.grads:
-                    tensors.append(h)
-                    grads.append(g)
-            named = [(f"loss of agent '{a.name}'", x) for a in members for x in a.losses]
-            named += [(f"g_hat on {where}", g) for a in members for _, g, where in a.grads]
-            bad = first_nonfinite(named)
-            if bad is not None:
-                raise Diverged(t, f"non-finite {bad}")
-            if tensors:
-                torch.autograd.backward(tensors, grads)
-            for a in members:
-                for link, batch_id, leaf in a.leaves:
-                    if leaf.grad is not None:  # per-example target: B * dL/dh
-                        link.post_gradient(GradientMessage(batch_id, leaf.grad * leaf.shape[0], t), t)
-                a.after_backward(t)
-        closed = [link.dst[len(TASK_PREFIX):] for a in members for link in a.out_links if link.to_task]
-        window_closed = getattr(self.task, "window_closed", None)
-        if closed and window_closed is not None:
-            window_closed(closed)  # the graphs of outputs it holds are spent: it must not reuse them
-        for a, ok in zip(members, go):
-            a.finish_window(t, ok)
-            for link in a.out_links:
-                if link.locked:
-                    link.detach_graphs()
-
     def _forget(self) -> None:
-        oldest = min(a.last_id for a in self.agents.values()) - self.horizon
-        for store in self._contexts.values():
-            for k in [k for k in store if k < oldest]:
-                del store[k]
-        if self.live and self.live[0] < oldest:
-            self.live = [k for k in self.live if k >= oldest]
-            self._live_set = set(self.live)
-            self.task.forget(oldest)
+        """The task forgets batches no loss port can still score (behind every loss-port agent)."""
+        if not self._loss_agents:
+            return
+        below = min(self.agents[n].last_id for n in self._loss_agents) - self.horizon
+        if below > self._forgot:
+            self._forgot = below
+            self.task.forget(below)
 
     # ----- composition and metrics -------------------------------------------------------------------
     @torch.no_grad()
@@ -273,34 +338,40 @@ class Engine:
 
         With ``tick``, only agents whose clock fires act and the others' last outputs are held (so a
         recurrent multi-timescale system is evaluated with its own clocks). Latency is ignored here:
-        composition is the synchronous network the agents learned to be."""
+        composition is the synchronous network the agents learned to be; an edge closing a cycle reads what
+        its sender sent at the previous call (zeros at first), as in training."""
         outs: dict[str, torch.Tensor] = {}
         for name in self.graph.order:
             agent = self.agents[name]
             if tick is not None and not fires(agent.spec.clock, tick):
                 continue
-            xs = []
-            for link in agent.in_links:
-                key = (link.src, link.dst)
-                if link.from_task:
-                    h = inputs[link.src[len(TASK_PREFIX):]]
-                elif synthetic and link.si is not None:
-                    src = link.spec.interface.synthetic_input.context
-                    c = inputs[src[len(TASK_PREFIX):]] if is_port(src) else self._held[(src, link.dst)]
-                    h = link.si(c)
+            xs: list[torch.Tensor | None] = []
+            for inbox in agent.inboxes:
+                key = (inbox.src, name)
+                if inbox.from_task:
+                    h = inputs[inbox.src[len(TASK_PREFIX):]].to(agent.device)
+                elif synthetic and inbox.si is not None:
+                    src = inbox.spec.interface.synthetic_input.context
+                    c = inputs[src[len(TASK_PREFIX):]].to(agent.device) if is_port(src) else self._held[(src, name)]
+                    h = inbox.si(c)
                 elif key in self._held:
                     h = self._held[key]
+                elif inbox.back_edge:  # a cycle starts from zero messages, as in training
+                    h = None
                 else:
-                    raise CorporationError(f"composition: '{link.dst}' acts before '{link.src}' ever sent "
+                    raise CorporationError(f"composition: '{name}' acts before '{inbox.src}' ever sent "
                                            "to it; check the clocks' phases")
                 xs.append(h)
+            if any(x is None for x in xs):
+                rows = next(x.shape[0] for x in xs if x is not None)
+                xs = [x if x is not None else i.zeros(rows) for x, i in zip(xs, agent.inboxes)]
             out = agent.forward_eval(xs[0] if len(xs) == 1 else torch.cat(xs, dim=1))
-            for link in agent.out_links:
-                h = agent.project(link.dst, out)
-                if link.to_task:
-                    outs[link.dst[len(TASK_PREFIX):]] = h
+            for outbox in agent.outboxes:
+                h = agent.project(outbox.dst, out)
+                if outbox.to_task:
+                    outs[outbox.dst[len(TASK_PREFIX):]] = h.to(self.device)
                 else:
-                    self._held[(link.src, link.dst)] = h
+                    self._held[(name, outbox.dst)] = h.to(outbox.device) if outbox.device is not None else h
         return outs
 
     def reset_state(self) -> None:
@@ -336,11 +407,11 @@ class Engine:
 
     def _collect(self) -> dict[str, float]:
         out = dict(self.task.train_metrics())
-        for link in self.link_order:
-            if link.sg is not None:
-                out.update(link.sg.stats.read(f"sg/{link.key}"))
-            if link.si is not None:
-                out.update(link.si.stats.read(f"si/{link.key}"))
+        for key, outbox, inbox in self._edges:
+            if outbox.sg is not None:
+                out.update(outbox.sg.stats.read(f"sg/{key}"))
+            if inbox.si is not None:
+                out.update(inbox.si.stats.read(f"si/{key}"))
         for name, agent in self.agents.items():
             if agent.state_sg is not None:
                 out.update(agent.state_sg.stats.read(f"sg/{name}-state"))
@@ -397,7 +468,7 @@ class Engine:
 
     def at_rest(self) -> bool:
         """No update window is open anywhere (cheap check; graphs held elsewhere are found when pickling)."""
-        return all(a.at_rest() for a in self.agents.values())
+        return all(c.at_rest() for c in self.components)
 
     def _take_snapshot(self) -> bool:
         if not self.at_rest():

@@ -162,6 +162,7 @@ def build_graph(scenario: Scenario) -> Graph:
     task_check = getattr(task, "check_scenario", None)
     if callable(task_check):  # optional task hook, e.g. "no sequence shorter than an agent's window T"
         task_check(scenario.task, scenario)
+    _check_rates(scenario, graph, getattr(task, "paced", False))
     return graph
 
 
@@ -223,6 +224,41 @@ def _sizes(scenario: Scenario, g: nx.DiGraph, ports: dict[str, Port]):
                                     f"agents.{src}.heads.{dst}.out")
             msg_size[(src, dst)] = size
     return out_size, msg_size, provisional
+
+
+def back_edges(scenario: Scenario, order: list[str]) -> set[tuple[str, str]]:
+    """Agent-to-agent edges that close a cycle: their sender acts after their receiver in a tick (so their
+    latency is >= 1). A back edge never blocks: its receiver reads the newest message, zeros before the first."""
+    rank = {a: i for i, a in enumerate(order)}
+    return {(e.src, e.dst) for e in scenario.edges
+            if not is_port(e.src) and not is_port(e.dst) and rank[e.src] >= rank[e.dst]}
+
+
+def _check_rates(scenario: Scenario, graph: Graph, paced: bool) -> None:
+    """A receiver slower than its sender on an edge that neither holds nor samples falls ever further behind
+    (its inbox grows without bound): refuse it with the fix. An agent's *rate* is how often it can produce:
+    every ``period`` ticks, or slower when a blocking input comes slower (task ports emit every tick, unless
+    the task is ``paced``: an environment waiting for its action)."""
+    back = back_edges(scenario, graph.order)
+    every: dict[str, int] = {}
+    for name in graph.order:
+        p = scenario.agents[name].clock.period
+        for e in graph.in_edges(name):
+            if e.hold or e.sample or (e.src, e.dst) in back:
+                continue
+            src = 0 if is_port(e.src) and paced else (1 if is_port(e.src) else every[e.src])
+            p = max(p, src)
+        every[name] = p
+    for i, e in enumerate(scenario.edges):
+        if is_port(e.dst) or e.hold or e.sample or (e.src, e.dst) in back or (is_port(e.src) and paced):
+            continue
+        sender = 1 if is_port(e.src) else every[e.src]
+        period = scenario.agents[e.dst].clock.period
+        if sender < period:
+            raise ScenarioError(
+                f"'{e.dst}' acts every {period} ticks but {e.src} sends every {sender}: its inbox would grow "
+                f"without end; set 'hold: true' (read the newest message) or 'sample: true' (send only what "
+                f"'{e.dst}' reads) on this edge", f"edges.{i}")
 
 
 def _check_interfaces(scenario: Scenario, graph: Graph) -> None:

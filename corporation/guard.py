@@ -5,6 +5,8 @@ A run that produces a non-finite loss, g_hat, M / I / Aux loss or parameter stop
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -21,8 +23,12 @@ def first_nonfinite(named: list[tuple[str, torch.Tensor]]) -> str | None:
     """The name of the first tensor holding a NaN or an infinity, else None (one sync for all of them)."""
     if not named:
         return None
-    flags = [t.detach().isfinite().all() for _, t in named]
-    flags = torch.stack([f.to(flags[0].device) for f in flags])
+    tensors = [t.detach() for _, t in named]
+    if len({t.device for t in tensors}) == 1 and all(t.is_floating_point() for t in tensors):
+        peaks = torch._foreach_norm(tensors, ord=math.inf)  # max |x| per tensor: nan / inf survive it
+    else:
+        peaks = [t.abs().max().to(tensors[0].device) if t.numel() else t.new_zeros(()) for t in tensors]
+    flags = torch.stack([p.to(peaks[0].device) for p in peaks]).isfinite()
     if bool(flags.all()):
         return None
     return named[int((~flags).nonzero()[0, 0])][0]

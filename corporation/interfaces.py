@@ -105,9 +105,17 @@ class SyntheticGradient(nn.Module):
 
     def train_on(self, batch_id: int, target: torch.Tensor, tick: int) -> None:
         """Regress the recorded g_hat for ``batch_id`` on ``target`` (per-example gradient), one step."""
+        if self.regress(batch_id, target, tick):
+            self.optimizer.step()
+            self.stepped()
+
+    def regress(self, batch_id: int, target: torch.Tensor, tick: int) -> bool:
+        """The first half of :meth:`train_on`: M's L2 loss for ``batch_id`` backpropagated into M's
+        gradients; False when no record waits for this target. The caller then steps ``optimizer`` (alone or
+        together with other Ms' optimizers) and calls :meth:`stepped`."""
         record = self.records.pop(batch_id, None)
         if record is None:
-            return
+            return False
         for old in [k for k in self.records if k < batch_id]:
             del self.records[old]
         h, context, g_hat, steps, sent = record
@@ -117,9 +125,12 @@ class SyntheticGradient(nn.Module):
         loss = F.mse_loss(g_hat, target, reduction="sum") / h.shape[0]
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.optimizer.step()
-        self.steps += 1
         self.stats.add(loss.detach(), g_hat.detach(), target, tick - sent)
+        return True
+
+    def stepped(self) -> None:
+        """M's optimizer has stepped: recorded g_hat graphs are now stale."""
+        self.steps += 1
 
 
 class SyntheticInput(nn.Module):

@@ -2,12 +2,15 @@
 
 A factory takes ``(params, in_size, out_size)`` and returns an ``nn.Module``. Stateless bodies map
 ``x -> h``. Recurrent bodies set ``recurrent = True`` and map ``(x, state) -> (h, state)``.
-Parameters are (re)initialised from the agent's own ``torch.Generator`` by :func:`init_parameters`, so
-runs never depend on the global RNG.
+:func:`build_model` seeds every body from the agent's own ``torch.Generator`` (the rule is in the MODELS
+docstring, :mod:`corporation.registry`), so runs never depend on, nor change, the global RNG.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -16,6 +19,7 @@ from torch import nn
 
 from .registry import MODELS
 from .schema import positive
+from .seeding import derive_seed
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "none": nn.Identity}
 
@@ -64,13 +68,20 @@ def mlp(in_size: int, sizes: list[int], batchnorm: bool, activation: str, out_ac
 
 
 @MODELS.register("mlp", MLPParams)
-def build_mlp(params: MLPParams, in_size: int, out_size: int) -> nn.Module:
-    return mlp(in_size, [*params.hidden, out_size], params.batchnorm, params.activation, params.out_activation)
+def build_mlp(params: MLPParams, in_size: int, out_size: int, generator: torch.Generator | None = None) -> nn.Module:
+    module = mlp(in_size, [*params.hidden, out_size], params.batchnorm, params.activation, params.out_activation)
+    if generator is not None:
+        init_parameters(module, generator)
+    return module
 
 
 @MODELS.register("linear", LinearParams)
-def build_linear(params: LinearParams, in_size: int, out_size: int) -> nn.Module:
-    return nn.Linear(in_size, out_size)
+def build_linear(params: LinearParams, in_size: int, out_size: int,
+                 generator: torch.Generator | None = None) -> nn.Module:
+    module = nn.Linear(in_size, out_size)
+    if generator is not None:
+        init_parameters(module, generator)
+    return module
 
 
 @torch.no_grad()
@@ -90,10 +101,60 @@ def init_parameters(module: nn.Module, generator: torch.Generator) -> None:
             m.reset_parameters()
 
 
+def _has_generator(fn: Callable) -> bool:
+    """Whether ``fn`` takes a parameter named ``generator`` by keyword (cached per function)."""
+    fn = getattr(fn, "__func__", fn)  # a bound method: cache on its function
+    try:
+        return _has_generator_cached(fn)
+    except TypeError:  # an unhashable callable
+        return _signature_has_generator(fn)
+
+
+def _signature_has_generator(fn: Callable) -> bool:
+    try:
+        param = inspect.signature(fn).parameters.get("generator")
+    except (TypeError, ValueError):  # no signature (some builtins)
+        return False
+    return param is not None and param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY)
+
+
+_has_generator_cached = functools.lru_cache(maxsize=None)(_signature_has_generator)
+
+
+def _global_seed(generator: torch.Generator) -> int:
+    """The seed of the forked global RNG an agent's body is built under: a function of the agent's generator
+    seed (so it differs across seeds and agents) that draws nothing from it, and a different stream from it."""
+    return derive_seed(generator.initial_seed(), "global")
+
+
+@torch.no_grad()
+def reset_with_generator(module: nn.Module, generator: torch.Generator) -> None:
+    """Call ``reset_parameters(generator=generator)`` on every submodule whose ``reset_parameters`` takes a
+    ``generator`` parameter, outermost module first (``module.modules()`` order)."""
+    for m in module.modules():
+        reset = getattr(m, "reset_parameters", None)
+        if callable(reset) and _has_generator(reset):
+            reset(generator=generator)
+
+
 def build_model(params, in_size: int, out_size: int, generator: torch.Generator,
                 device: torch.device) -> nn.Module:
-    """Build a registered body and initialise it from ``generator`` (global RNG left untouched)."""
+    """Build a registered body, seeded from the agent's ``generator``, then move it to ``device``.
+
+    1. Construction runs under a forked global (CPU) RNG seeded from ``generator.initial_seed()`` (nothing is
+       drawn from ``generator`` for it), so the global RNG is left untouched and whatever the module draws
+       while being built differs across seeds and agents. A factory that takes a ``generator`` keyword gets
+       the agent's generator and draws every parameter from it (the built-in kinds do); any other factory's
+       own initialisation is kept as it is.
+    2. Every submodule whose ``reset_parameters`` takes a ``generator`` is reset from ``generator``,
+       outermost first (:func:`reset_with_generator`).
+    """
+    factory = MODELS.get(params.kind).factory
     with torch.random.fork_rng(devices=[]):
-        module = MODELS.get(params.kind).factory(params, in_size, out_size)
-    init_parameters(module, generator)
+        torch.default_generator.manual_seed(_global_seed(generator))  # CPU only: CUDA's global RNG is not forked
+        if _has_generator(factory):
+            module = factory(params, in_size, out_size, generator=generator)
+        else:
+            module = factory(params, in_size, out_size)
+        reset_with_generator(module, generator)
     return module.to(device)

@@ -51,6 +51,24 @@ class Registry(Generic[F]):
 
 # The project's registries. Modules register into them at import time (see corporation/__init__.py).
 MODELS: Registry = Registry("model")
+"""Agent bodies: ``factory(params, in_size, out_size)`` returns an ``nn.Module`` (see :mod:`corporation.models`).
+
+Seeding (:func:`corporation.models.build_model`); each agent has its own ``torch.Generator``, derived from
+(scenario seed, agent name):
+
+1. The factory runs under a forked copy of the global (CPU) torch RNG, seeded from the agent's generator
+   seed without drawing from the generator. The global RNG is left untouched, and whatever the module draws
+   while being built (a Conv2d, a custom layer, the factory's own init of a Linear) differs across seeds and
+   agents and is the same for the same seed. Nothing overwrites it afterwards.
+2. A factory that declares a keyword parameter ``generator`` (``factory(params, in_size, out_size, *,
+   generator)``) is passed the agent's generator and must draw every parameter from it (e.g.
+   ``p.uniform_(-b, b, generator=generator)``, ``nn.init.orthogonal_(w, generator=generator)``). The
+   built-in kinds do this (``models.init_parameters``: PyTorch's default init drawn from the generator).
+3. Then every submodule whose ``reset_parameters`` takes a parameter named ``generator`` is called as
+   ``reset_parameters(generator=generator)``, outermost module first (``module.modules()`` order), so a
+   custom layer can keep its own init rule while drawing from the agent's stream.
+4. Last, the module is moved to the agent's device.
+"""
 SYNTHESIZERS: Registry = Registry("synthesizer")
 TASKS: Registry = Registry("task")
 DATASETS: Registry = Registry("dataset")

@@ -2,7 +2,8 @@
 
 The state is a tuple of tensors ((h, c) for an LSTM, (h,) otherwise); it is carried across ticks, reset
 at sequence starts, and cut at each update window (truncated BPTT). The output is a linear readout of h
-(``readout: true``, size ``out``, inferred from a loss port when null) or h itself.
+(``readout: true``, size ``out``, inferred from a loss port when null) or h itself. Parameters are drawn
+from the agent's generator (U(-1/sqrt(hidden), 1/sqrt(hidden)) for the cell, see ``models.init_parameters``).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 
 from .errors import ScenarioError
+from .models import init_parameters
 from .registry import MODELS
 from .schema import positive
 
@@ -69,8 +71,12 @@ class RecurrentBody(nn.Module):
 
 def _register(kind: str) -> None:
     @MODELS.register(kind, RecurrentParams)
-    def build(params: RecurrentParams, in_size: int, out_size: int) -> nn.Module:
-        return RecurrentBody(kind, in_size, params.hidden, out_size, params.readout)
+    def build(params: RecurrentParams, in_size: int, out_size: int,
+              generator: torch.Generator | None = None) -> nn.Module:
+        module = RecurrentBody(kind, in_size, params.hidden, out_size, params.readout)
+        if generator is not None:
+            init_parameters(module, generator)
+        return module
 
 
 for _kind in CELLS:

@@ -67,6 +67,14 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _is_eval_key(key: str) -> bool:
+    return key.startswith(("test/", "valid/"))
+
+
+def _is_eval(record: dict[str, Any]) -> bool:
+    return any(_is_eval_key(k) for k in record)
+
+
 class StopFlag:
     """Set by the first SIGINT / SIGTERM: the run ends after the current tick. A second signal raises
     KeyboardInterrupt at once."""
@@ -132,7 +140,11 @@ def _train(engine: Engine, folder: RunFolder, metrics: Any, progress: bool | Non
     def on_log(record: dict[str, Any]) -> None:
         record = {k: _clean(v) for k, v in record.items()}
         metrics.write(record)
-        final.update(record)
+        # the final table: the last record, plus the last evaluation's metrics (a metric absent from the last
+        # record, e.g. an M that got no target since the log before, is absent here too, never stale)
+        evaluated = {k: v for k, v in (record if _is_eval(record) else final).items() if _is_eval_key(k)}
+        final.clear()
+        final.update({**evaluated, **record})
         shown.update({k: v for k, v in record.items() if k.startswith("test/") and k.endswith("accuracy")})
 
     def on_checkpoint(ckpt: dict[str, Any]) -> None:

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import math
 
-from .clock import fires
 from .errors import ScenarioError
 from .graph import Graph, build_graph
+from .schedule import simulate
 from .spec import Scenario
 
 MAX_TICKS = 1000  # columns of the clock table (show --ticks)
@@ -25,36 +25,17 @@ def _size(graph: Graph, side: str, agent: str) -> str:
 
 
 def clock_table(scenario: Scenario, ticks: int) -> list[str]:
-    """Who acts when: 'A' acts, 'U' acts and reaches its update point (if its component is due), '.' waits.
-
-    Updates are shown as scheduled (before p_update); a locked component updates when all its members
-    are due, so 'U' marks the ticks where the whole component updates."""
+    """Who does what when, as the engine will run it (:mod:`corporation.schedule`): 'A' processes a batch,
+    'U' its component updates (as scheduled, before p_update), 'i' its clock fires but nothing is complete
+    (it waits for a message), '.' its clock does not fire."""
     check_ticks(ticks)
     graph = build_graph(scenario)
-    names = graph.order
-    acted = {n: 0 for n in names}
-    due = {n: False for n in names}
-    rows = {n: [] for n in names}
-    for t in range(ticks):
-        fired = set()
-        for n in names:
-            if fires(scenario.agents[n].clock, t):
-                fired.add(n)
-                acted[n] += 1
-                if acted[n] >= scenario.agents[n].update.unroll:
-                    due[n] = True
-        updating = set()
-        for comp in graph.components:
-            if all(due[n] for n in comp):
-                updating.update(comp)
-                for n in comp:
-                    due[n] = False
-                    acted[n] = 0
-        for n in names:
-            rows[n].append("U" if n in updating else "A" if n in fired else ".")
-    width = max(len(n) for n in names)
+    plan = simulate(scenario, graph, ticks)
+    rows = {n: "".join("U" if x.updated else "A" if x.acted is not None else "i" if x.fired else "."
+                       for x in plan[n]) for n in graph.order}
+    width = max(len(n) for n in graph.order)
     header = " " * width + "  " + "".join(str(t % 10) for t in range(ticks))
-    return [header] + [f"{n:<{width}}  " + "".join(rows[n]) for n in names]
+    return [header] + [f"{n:<{width}}  " + rows[n] for n in graph.order]
 
 
 def describe(scenario: Scenario, ticks: int | None = None) -> str:
@@ -89,6 +70,6 @@ def describe(scenario: Scenario, ticks: int | None = None) -> str:
         cycle = math.lcm(*[a.clock.period * a.update.unroll for a in scenario.agents.values()])
         phase = max(a.clock.phase for a in scenario.agents.values())
         ticks = min(max(12, 2 * cycle + phase), 80)
-    lines += ["", f"clock table, ticks 0..{ticks - 1} (A acts, U acts/updates, . waits):"]
+    lines += ["", f"clock table, ticks 0..{ticks - 1} (A acts, U updates, i waits for a message, . off its clock):"]
     lines += ["  " + row for row in clock_table(scenario, ticks)]
     return "\n".join(lines)

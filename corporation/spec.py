@@ -168,6 +168,11 @@ class AgentSpec:
     update: UpdateSpec = field(default_factory=UpdateSpec)
     heads: dict[str, HeadSpec] = field(default_factory=dict)
     state: StateSpec = field(default_factory=StateSpec)  # recurrent agents only
+    device: str | None = None  # null: the scenario's device; messages move between devices
+
+    def check(self, path: str) -> None:
+        if self.device is not None and not DEVICE_RE.fullmatch(self.device):
+            raise ScenarioError(f"expected auto, cpu, cuda or cuda:N, got {short(self.device)}", f"{path}.device")
 
 
 @dataclass
@@ -192,8 +197,8 @@ class EdgeSpec:
     def check(self, path: str) -> None:
         within(self.latency, 0, MAX_LATENCY, path, "latency", "ticks")
         within(self.grad_latency, 0, MAX_LATENCY, path, "grad_latency", "ticks")
-        if self.sample and (is_port(self.src) or is_port(self.dst)):
-            raise ScenarioError("'sample' applies to agent-to-agent edges (the sender follows the receiver's "
+        if self.sample and is_port(self.dst):
+            raise ScenarioError("'sample' applies to edges into agents (the sender follows the receiver's "
                                 "clock); remove it here", f"{path}.sample")
 
     @property

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import corporation  # noqa: F401  (registers the built-in kinds)
-from corporation import Engine, ScenarioError
+from corporation import Engine, Event, ScenarioError
 from corporation.scenario import load
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,34 +85,65 @@ def test_show_prints_the_clock_table():
 
 
 def test_sampled_edge_posts_only_when_b_reads():
-    """A posts (and asks M for g_hat) only at B's ticks; a 'hold' edge instead posts every tick."""
+    """A posts (and asks M for g_hat) only at B's ticks; a 'hold' edge instead posts every tick. The posts
+    are the trace's ``send`` events; M's prediction has no trace event, so ``predict`` of A's own M (the
+    outbox's ``sg``) is wrapped to see when g_hat is asked for."""
     T = 4
     posted: dict[str, list[int]] = {}
+    asked: dict[str, list[int]] = {}
     for kind, extra in (("sample", []), ("hold", ["edges.1.sample=false", "edges.1.hold=true"])):
-        eng = engine(T, *extra)
-        link = eng.links[("A", "B")]
-        seen = posted.setdefault(kind, [])
-        predict = link.sg.predict
-        link.sg.predict = lambda bid, h, c, tick, _p=predict, _s=seen: (_s.append(tick), _p(bid, h, c, tick))[1]
+        events: list[Event] = []
+        eng = Engine(load(SCENARIO, clocks(T) + SMALL + extra), trace=events.append)
+        sg = eng.edge("A", "B")[0].sg
+        seen = asked.setdefault(kind, [])
+        predict = sg.predict
+        sg.predict = lambda bid, h, c, tick, _p=predict, _s=seen: (_s.append(tick), _p(bid, h, c, tick))[1]
         trace(eng, 2 * T * T)
+        posted[kind] = [e.tick for e in events if e.kind == "send" and e.where == "A-B"]
+        assert all(e.batch_id == e.tick for e in events if e.kind == "send" and e.where == "A-B")
         assert eng.agents["B"].counts["acted"] == 2 * T
-    assert posted["sample"] == list(range(T - 1, 2 * T * T, T))
-    assert posted["hold"] == list(range(2 * T * T))
+    assert posted["sample"] == asked["sample"] == list(range(T - 1, 2 * T * T, T))
+    assert posted["hold"] == asked["hold"] == list(range(2 * T * T))
 
 
 def test_m_targets_arrive_for_every_message_and_are_stale_by_at_most_T2_minus_T():
     T = 4
-    eng = engine(T)
+    events: list[Event] = []
+    eng = Engine(load(SCENARIO, clocks(T) + SMALL), trace=events.append)
     trace(eng, 2 * T * T)
     m = eng.collect()
     assert m["sg/A-B/staleness_max"] == T * T - T
     assert m["sg/A-B/staleness"] == pytest.approx((T * T - T) / 2)
-    assert not eng.links[("A", "B")].sg.records  # every g_hat got its target (none for unread instants)
+    sent = {e.batch_id: e.tick for e in events if e.kind == "send" and e.where == "A-B"}
+    targets = {e.batch_id: e.tick for e in events if e.kind == "target" and e.where == "A-B"}
+    assert sorted(sent) == list(range(T - 1, 2 * T * T, T))
+    assert targets.keys() == sent.keys(), "every message got its target (none for unread instants)"
+    assert all(e.value.batch_id == e.batch_id for e in events if e.kind == "target")
+    ages = [targets[k] - sent[k] for k in sent]
+    assert max(ages) == T * T - T and sum(ages) / len(ages) == pytest.approx((T * T - T) / 2)
+    assert not eng.edge("A", "B")[0].sg.records, "and M holds no prediction waiting for a target"
 
 
-def test_sample_on_a_task_edge_is_a_one_line_error():
-    with pytest.raises(ScenarioError, match=r"edges\.0\.sample: 'sample' applies to agent-to-agent edges"):
-        load(SCENARIO, ["edges.0.sample=true"])
+def test_sample_on_a_task_edge_follows_the_receiver_or_is_a_one_line_error():
+    """``sample`` on task.x -> A (A slowed to every other tick): the task posts only the ids A reads at
+    delivery (t + latency), so A receives exactly those and processes each at once. Into a loss port
+    (A -> task.a) there is no receiver clock to follow: a one-line error."""
+    slow_a = ["edges.0.sample=true", "agents.A.clock.period=2", "agents.A.clock.phase=1"]
+    for latency in (0, 1):
+        events: list[Event] = []
+        eng = Engine(load(SCENARIO, clocks(4) + SMALL + slow_a + [f"edges.0.latency={latency}"]),
+                     trace=events.append)
+        for _ in range(16):
+            eng.step()
+        got = [(e.tick, e.batch_id) for e in events if e.kind == "deliver" and e.where == "task.x-A"]
+        assert got == [(t, t - latency) for t in range(1, 16, 2)], "only the ids A reads, at its ticks"
+        acts = [(e.tick, e.batch_id) for e in events if e.kind == "act" and e.where == "A"]
+        assert acts == got and eng.agents["A"].counts["idle"] == 0
+    with pytest.raises(ScenarioError, match=r"scenarios/hier_rnn\.yaml: edges\.0: 'A' acts every 2 ticks"):
+        load(SCENARIO, clocks(4) + slow_a[1:])  # the control: without 'sample' A would fall behind
+    with pytest.raises(ScenarioError, match=r"edges\.2\.sample: 'sample' applies to edges into agents") as e:
+        load(SCENARIO, ["edges.2.sample=true"])
+    assert "\n" not in str(e.value), "errors are one line"
 
 
 def test_synthetic_input_lets_b_act_at_once_despite_latency():

@@ -27,31 +27,39 @@ def seq_raw(kind: str = "dni", unroll: int = 2, model: dict | None = None, task:
 
 class WindowRecorder:
     """Records, per update window of agent ``r``: the window-start state, the params before the update,
-    each step's (x, target, mask, start), the g applied at the window end, and M's training calls."""
+    each step's (x, target, mask, start, end), the g applied at the window end, and M's training calls.
 
-    def __init__(self, engine: Engine):
-        self.engine, self.agent = engine, engine.agents["r"]
+    The steps come from the engine trace (``act`` events: the message read on ``task.x-r``, with its
+    start / end flags) and the task (``context("y", id)``; the mask is whether ``loss`` scored the step).
+    The rest has no trace event (the state M is no edge's M), so three methods of the agent's own objects
+    are wrapped: ``close_window`` (the parameters before the update and the g_hat pairs it returns),
+    ``state_sg.predict`` (which boundaries got a prediction, and the state there: the next window's start
+    state) and ``state_sg.train_on`` (the bootstrapped target)."""
+
+    def __init__(self, raw: dict[str, Any]):
+        self.engine = Engine(from_dict(raw), trace=self._on_event)
+        self.agent = a = self.engine.agents["r"]
         self.windows: list[dict[str, Any]] = []
         self.steps: list[tuple] = []
         self.predicted: list[int] = []
-        a, task = self.agent, engine.task
-        act, close, train_on, predict = a.act, a.close_window, a.state_sg.train_on, a.state_sg.predict
+        self.masks: dict[int, bool] = {}
+        self.boundary_state: torch.Tensor | None = None  # the state at the last boundary M predicted at
+        task = self.engine.task
+        close, train_on, predict, loss = a.close_window, a.state_sg.train_on, a.state_sg.predict, task.loss
 
-        def act_(tick, world):
-            seq, step = task._ids[tick]
-            self.steps.append((seq.x[step].clone(), seq.y[step].clone(), bool(seq.mask[step]), step == 0,
-                               step == len(seq.mask) - 1))
-            return act(tick, world)
+        def loss_(port, batch_id, output):
+            value = loss(port, batch_id, output)
+            self.masks[batch_id] = value is not None
+            return value
 
         def close_(tick):
-            w = {"leaf": a.window_leaf[0].detach().clone(), "fresh": a.window_fresh, "steps": list(self.steps),
+            w = {"leaf": self.boundary_state, "fresh": self.steps[0][3], "steps": list(self.steps),
                  "params": {k: v.detach().clone() for k, v in a.body.named_parameters()}, "target": None}
-            n_grads = len(a.grads)
-            close(tick)
-            new = a.grads[n_grads:]
-            w["g"] = new[0][1].detach().clone() if new else None
+            pairs = close(tick)
+            w["g"] = pairs[0][1].detach().clone() if pairs else None
             self.windows.append(w)
             self.steps.clear()
+            return pairs
 
         def train_on_(batch_id, target, tick):
             self.windows[-1]["target"] = (batch_id, target.detach().clone())
@@ -60,9 +68,18 @@ class WindowRecorder:
 
         def predict_(batch_id, h, ctx, tick):
             self.predicted.append(batch_id)
+            self.boundary_state = h.detach().clone()
             return predict(batch_id, h, ctx, tick)
 
-        a.act, a.close_window, a.state_sg.train_on, a.state_sg.predict = act_, close_, train_on_, predict_
+        task.loss = loss_
+        a.close_window, a.state_sg.train_on, a.state_sg.predict = close_, train_on_, predict_
+
+    def _on_event(self, e) -> None:
+        if e.kind == "act" and e.where == "r":
+            msg = e.value["task.x-r"]
+            assert msg is not None and msg.batch_id == e.batch_id
+            y = self.engine.task.context("y", e.batch_id)
+            self.steps.append((msg.h.clone(), y.clone(), self.masks[e.batch_id], bool(msg.start), bool(msg.end)))
 
 
 def hand_target(w: dict[str, Any], batch: int) -> torch.Tensor:
@@ -97,9 +114,8 @@ def test_bootstrapped_target_is_the_documented_one(aux: bool) -> None:
     the chain rule by hand on a 1-unit RNN; zero for a boundary that ended a sequence. The aux loss must not
     leak into it."""
     raw = seq_raw(state={"sg": {"hidden": 0, "scale": 0.5}, "aux": aux, "aux_weight": 1.0})
-    engine = Engine(from_dict(raw))
-    rec = WindowRecorder(engine)
-    engine.run(60)
+    rec = WindowRecorder(raw)
+    rec.engine.run(60)
     checked = fresh = cut = 0
     for k, w in enumerate(rec.windows[1:], start=1):
         if w["target"] is None:
@@ -122,9 +138,8 @@ def test_bootstrapped_target_is_the_documented_one(aux: bool) -> None:
 def test_no_synthetic_gradient_at_sequence_end() -> None:
     """zero_at_end: a window closing on a sequence's last step applies no g_hat and records nothing."""
     raw = seq_raw()
-    engine = Engine(from_dict(raw))
-    rec = WindowRecorder(engine)
-    engine.run(40)
+    rec = WindowRecorder(raw)
+    rec.engine.run(40)
     ended = [w["steps"][-1][4] for w in rec.windows]
     assert 3 <= sum(ended) < len(ended)  # length-5 sequences, T = 2: some windows close on an end
     for w, end in zip(rec.windows, ended):

@@ -15,8 +15,7 @@ import pytest
 import torch
 from conftest import chain
 
-from corporation import Engine, ScenarioError, from_dict
-from corporation.messages import Message
+from corporation import Engine, Event, ScenarioError, from_dict
 from corporation.tasks.base import Port
 from corporation.tasks.classification import Classification
 
@@ -27,20 +26,16 @@ UNLOCK = ["interface.synthetic_input.context=task.x", "interface.synthetic_input
           "interface.synthetic_input.width=64", "edges.1.latency=1", "edges.2.latency=1"]
 
 
-def engine(overrides: list[str] = (), raw: dict[str, Any] | None = None) -> Engine:
-    return Engine(from_dict(raw or chain(), list(overrides)))
+def engine(overrides: list[str] = (), raw: dict[str, Any] | None = None, trace=None) -> Engine:
+    return Engine(from_dict(raw or chain(), list(overrides)), trace=trace)
 
 
-def record_work(eng: Engine) -> dict[str, list[tuple[int, int]]]:
-    """(tick, batch id processed) for every agent tick that did work."""
-    log: dict[str, list[tuple[int, int]]] = {n: [] for n in eng.agents}
-    for name, agent in eng.agents.items():
-        def wrapped(tick, world, agent=agent, act=agent.act, name=name):
-            did = act(tick, world)
-            if did:
-                log[name].append((tick, agent.last_id))
-            return did
-        agent.act = wrapped
+def work(events: list[Event]) -> dict[str, list[tuple[int, int]]]:
+    """(tick, batch id processed) for every agent tick that did work (the trace's ``act`` events)."""
+    log: dict[str, list[tuple[int, int]]] = {}
+    for e in events:
+        if e.kind == "act":
+            log.setdefault(e.where, []).append((e.tick, e.batch_id))
     return log
 
 
@@ -57,31 +52,46 @@ def error(overrides: list[str], raw: dict[str, Any] | None = None) -> str:
 def test_a_receiver_reading_a_synthetic_input_never_waits_for_its_sender(slow):
     """l2 is fed by a late (latency 3) or slow (period 3) sender; with I on that edge it processes the id
     of its own tick at every tick, never idles; without I it waits."""
-    late = ["edges.1.latency=3"] if slow == "latency" else ["agents.l1.clock.period=3", "agents.l1.clock.phase=1"]
-    eng = engine(late + ["edges.1.interface.synthetic_input.context=task.x"])
-    log = record_work(eng)
+    # a slow l1 must sample the task's images (or its inbox would grow without end): it then processes id t
+    # at tick t (t = 1, 4, 7, 10) and sends it at once, so l2 has the real message at those ticks only
+    late = ["edges.1.latency=3"] if slow == "latency" else ["agents.l1.clock.period=3", "agents.l1.clock.phase=1",
+                                                            "edges.0.sample=true"]
+    real = [] if slow == "latency" else [1, 4, 7, 10]  # the ticks at which l1's message for id t is there
+    events: list[Event] = []
+    eng = engine(late + ["edges.1.interface.synthetic_input.context=task.x"], trace=events.append)
     for _ in range(12):
         eng.step()
-    l2 = eng.agents["l2"]
+    l2, log = eng.agents["l2"], work(events)
     assert log["l2"] == [(t, t) for t in range(12)], "batch t is processed at tick t"
-    assert l2.counts["idle"] == 0
-    assert l2.counts["synthetic_inputs"] == 12, "the real message was never there in time"
+    assert not any(e.kind == "idle" and e.where == "l2" for e in events) and l2.counts["idle"] == 0
+    assert l2.counts["synthetic_inputs"] == 12 - len(real), "the real message was there in time only then"
+    reads = [(e.tick, e.value["l1-l2"]) for e in events if e.kind == "act" and e.where == "l2"]
+    assert [t for t, m in reads if m is None] == [t for t in range(12) if t not in real], "I stood in"
+    assert all(m.batch_id == t for t, m in reads if m is not None), "else l2 read the real message of id t"
     assert log["l3"] == [(t, t) for t in range(12)], "downstream of the unlocked edge nobody waits either"
 
-    control = engine(late)
-    log = record_work(control)
+    events.clear()
+    control = engine(late, trace=events.append)
     for _ in range(12):
         control.step()
+    log = work(events)
     assert control.agents["l2"].counts["idle"] >= 3, "without I the receiver waits for its sender"
-    assert all(i < t for t, i in log["l2"][1:]), "and works on old ids"
+    assert sum(e.kind == "idle" and e.where == "l2" for e in events) >= 3
+    if slow == "latency":
+        assert all(i < t for t, i in log["l2"][1:]), "and works on old ids"
+    else:
+        assert log["l2"] == [(t, t) for t in real], "and works only when its slow sender has sent"
 
 
 def test_the_stand_in_is_i_of_the_context_of_the_same_id():
-    """What l2 reads at tick t (processing batch t, whose real message is late) is exactly I(x_t)."""
-    eng = engine(["edges.1.latency=2", "edges.1.interface.synthetic_input.context=task.x"])
-    link, l2 = eng.links[("l1", "l2")], eng.agents["l2"]
+    """What l2 reads at tick t (processing batch t, whose real message is late) is exactly I(x_t).
+    The trace says which id l2 processed and that I stood in; what its body read is seen on its modules
+    (I's and the body's forward: the trace does not carry tensors computed inside an act)."""
+    trace: list[Event] = []
+    eng = engine(["edges.1.latency=2", "edges.1.interface.synthetic_input.context=task.x"], trace=trace.append)
+    si, l2 = eng.edge("l1", "l2")[1].si, eng.agents["l2"]
     events: list[tuple] = []
-    si_forward, body_forward = link.si.forward, l2.body.forward
+    si_forward, body_forward = si.forward, l2.body.forward
 
     def spy_si(context):
         out = si_forward(context)
@@ -95,44 +105,52 @@ def test_the_stand_in_is_i_of_the_context_of_the_same_id():
         assert torch.equal(x, out), "and its prediction is what the body reads"
         events.append(("body", eng.tick))
         return body_forward(x)
-    link.si.forward, l2.body.forward = spy_si, spy_body
+    si.forward, l2.body.forward = spy_si, spy_body
     for _ in range(6):
         eng.step()
     assert sum(e[0] == "body" for e in events) == 6
+    acts = [(e.tick, e.batch_id, e.value["l1-l2"]) for e in trace if e.kind == "act" and e.where == "l2"]
+    assert acts == [(t, t, None) for t in range(6)], "l2 processed batch t at tick t, with I standing in"
 
 
 def test_i_target_is_the_real_message_for_the_same_id():
-    eng = engine(["edges.1.latency=2", "edges.1.interface.synthetic_input.context=task.x"])
-    link = eng.links[("l1", "l2")]
-    sent: dict[int, Message] = {}
-    send = eng.send
+    """Each real message l1 sends trains I once, on its arrival: the target is that very message, the
+    context that of the same id, the age the edge latency. Sends and deliveries come from the trace; I's
+    training step has no trace event, so ``I.train_on`` (a method of l2's own I) is wrapped."""
+    log: list[tuple] = []  # in the order things happen: ("send" | "deliver", msg) and ("train", ...)
+    images: dict[int, torch.Tensor] = {}  # batch id -> the task's x for it (what l1 read)
 
-    def spy_send(lnk, msg, tick):
-        if lnk is link:
-            sent[msg.batch_id] = msg
-        return send(lnk, msg, tick)
-    eng.send = spy_send
-    delivered: list[Message] = []
-    deliver = link.deliver
+    def on_event(e: Event) -> None:
+        if e.kind in ("send", "deliver") and e.where == "l1-l2":
+            log.append((e.kind, e.value, e.tick))
+        if e.kind == "deliver" and e.where == "task.x-l1":
+            images[e.batch_id] = e.value.h
 
-    def spy_deliver(msg):
-        delivered.append(msg)
-        return deliver(msg)
-    link.deliver = spy_deliver
-    calls: list[tuple[int, torch.Tensor, torch.Tensor, int]] = []
-    train_on = link.si.train_on
+    eng = engine(["edges.1.latency=2", "edges.1.interface.synthetic_input.context=task.x"], trace=on_event)
+    si = eng.edge("l1", "l2")[1].si
+    train_on = si.train_on
 
     def spy_train(context, h, age):
-        msg = delivered[-1]  # the message whose arrival triggers this training step
-        assert h is sent[msg.batch_id].h, "I regresses on the real message l1 sent for that id"
-        assert torch.equal(context, eng.task.context("x", msg.batch_id)), "context of the SAME id"
-        calls.append((msg.batch_id, context, h, age))
+        log.append(("train", (context, h, age), eng.tick))
         return train_on(context, h, age)
-    link.si.train_on = spy_train
+    si.train_on = spy_train
     for _ in range(10):
         eng.step()
-    assert [c[0] for c in calls] == list(range(8)), "one step per real message, in id order"
-    assert all(c[3] == 2 for c in calls), "the target's age is the edge latency"
+    sent = {m.batch_id: m for kind, m, _ in log if kind == "send"}
+    assert sorted(sent) == list(range(10))
+    trains = [i for i, (kind, _, _) in enumerate(log) if kind == "train"]
+    assert len(trains) == 8, "one step per real message delivered (ids 0-7 arrive by tick 9)"
+    ids = []
+    for i in trains:
+        (context, h, age), tick = log[i][1], log[i][2]
+        kind, msg, delivered = log[i + 1]  # the delivery this training step belongs to (traced after it)
+        assert kind == "deliver" and delivered == tick
+        assert h is sent[msg.batch_id].h, "I regresses on the real message l1 sent for that id"
+        assert torch.equal(context, images[msg.batch_id]), "context of the SAME id"
+        assert age == 2 == tick - msg.sent, "the target's age is the edge latency"
+        ids.append(msg.batch_id)
+    assert ids == list(range(8)), "in id order"
+    assert [m.batch_id for kind, m, _ in log if kind == "deliver"] == ids, "and no delivery without one"
 
 
 def test_i_learns_to_predict_the_message_and_fails_without_its_optimizer():
@@ -164,12 +182,12 @@ def test_composition_uses_real_messages_and_the_synthetic_view_uses_i():
     x = eng.task.x_test[:50]
     with torch.no_grad():
         real = a["l3"].body(a["l2"].body(a["l1"].body(x)))
-        i23 = eng.links[("l2", "l3")].si
+        i12, i23 = eng.edge("l1", "l2")[1].si, eng.edge("l2", "l3")[1].si
         synthetic = a["l3"].body(i23(x))
         assert torch.allclose(eng.compose({"x": x})["y"], real)
         assert torch.allclose(eng.compose({"x": x}, synthetic=True)["y"], synthetic)
-        for link in (eng.links[("l1", "l2")], eng.links[("l2", "l3")]):
-            for p in link.si.parameters():
+        for si in (i12, i23):
+            for p in si.parameters():
                 p.add_(torch.randn_like(p))
         assert torch.allclose(eng.compose({"x": x})["y"], real), "scrambling I leaves the composition as is"
         assert not torch.allclose(eng.compose({"x": x}, synthetic=True)["y"], synthetic)
@@ -203,7 +221,7 @@ def test_agent_context_through_a_head_has_the_message_size():
     raw["edges"].insert(2, {"src": "l1", "dst": "l3"})
     raw["edges"][3].update(latency=1, interface={"synthetic_input": {"context": "l1"}})
     eng = engine(raw=raw)
-    assert eng.links[("l2", "l3")].si.net[0].in_features == 16
+    assert eng.edge("l2", "l3")[1].si.net[0].in_features == 16
     for _ in range(4):
         eng.step()
     assert eng.agents["l3"].counts["synthetic_inputs"] == 4

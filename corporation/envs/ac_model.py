@@ -3,8 +3,8 @@
 
 The policy's last layer starts at exactly zero (a uniform categorical, or a Gaussian with mean 0 and
 log_std 0), a deterministic version of the usual small-gain init of actor-critic policies. It is not an
-``nn.Linear``, so the engine's seeded re-initialisation leaves it alone; everything else is initialised from
-the agent's generator as usual. Separate networks keep the value regression from swamping the policy
+``nn.Linear``, so ``init_parameters`` (which the factory runs with the agent's generator) leaves it alone;
+every other layer is drawn from the agent's generator as usual. Separate networks keep the value regression from swamping the policy
 features (with one shared trunk, A2C did not learn MPE speaker-listener within budget; see docs/rl.md).
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models import mlp
+from ..models import init_parameters, mlp
 from ..registry import MODELS
 from ..schema import positive
 
@@ -41,7 +41,7 @@ class ActorCriticParams:
 
 
 class ZeroLinear(nn.Module):
-    """A linear layer initialised to zero (deliberately not an nn.Linear: the seeded re-init skips it)."""
+    """A linear layer initialised to zero (deliberately not an nn.Linear: ``init_parameters`` skips it)."""
 
     def __init__(self, in_size: int, out_size: int):
         super().__init__()
@@ -66,5 +66,9 @@ class ActorCritic(nn.Module):
 
 
 @MODELS.register("actor_critic", ActorCriticParams)
-def build_actor_critic(params: ActorCriticParams, in_size: int, out_size: int) -> nn.Module:
-    return ActorCritic(in_size, out_size, params.hidden, params.activation)
+def build_actor_critic(params: ActorCriticParams, in_size: int, out_size: int,
+                       generator: torch.Generator | None = None) -> nn.Module:
+    module = ActorCritic(in_size, out_size, params.hidden, params.activation)
+    if generator is not None:
+        init_parameters(module, generator)  # every nn.Linear; the zero policy layer stays zero
+    return module

@@ -105,6 +105,8 @@ def check_acting_agent(scenario: Any, port: str) -> None:
 class GymTask:
     """A vectorised Gymnasium environment as a task (module doc)."""
 
+    paced = True  # emits only after the acting agent answered: no input backlog whatever the clocks
+
     def __init__(self, params: GymParams, device: torch.device, generator: torch.Generator):
         self.params = params
         self.device = device

@@ -115,6 +115,8 @@ class PZParams(A2CKeys):
 class PZTask:
     """A vectorised PettingZoo ParallelEnv as a task (module doc)."""
 
+    paced = True  # emits only after the acting agent answered: no input backlog whatever the clocks
+
     def __init__(self, params: PZParams, device: torch.device, generator: torch.Generator):
         self.params, self.device, self.generator = params, device, generator
         agents, obs_spaces, act_spaces = env_spaces(params.env, params.env_kwargs, "task.env")

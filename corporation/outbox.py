@@ -1,0 +1,78 @@
+"""The sender's half of an edge: the send schedule and, on a ``dni`` edge, the synthetic gradient model M.
+
+An :class:`Outbox` belongs to the sending agent; only its own methods change it. It posts the sender's
+messages on the transport (at the ticks the schedule allows: a ``sample`` edge posts only when the receiver
+will read, worked out once from the receiver's clock), asks M for g_hat, and trains M when a target for one
+of its messages comes back. It never touches the receiver's :class:`~corporation.inbox.Inbox`.
+"""
+from __future__ import annotations
+
+import torch
+
+from .clock import fires
+from .interfaces import SyntheticGradient
+from .messages import GradientMessage, Message
+from .spec import ClockSpec, EdgeSpec, is_port
+from .transport import LocalTransport
+
+
+class Outbox:
+    """The sending side of one edge ``src -> dst`` (an agent-to-agent edge or an agent-to-loss-port edge)."""
+
+    def __init__(self, spec: EdgeSpec, transport: LocalTransport, receiver_clock: ClockSpec | None,
+                 sg: SyntheticGradient | None = None, synthetic_input: bool = False):
+        self.spec = spec
+        self.transport = transport
+        self.sg = sg
+        self.channel = spec.key
+        self.locked = spec.interface is not None and spec.interface.kind == "backprop"
+        self.dni = spec.interface is not None and spec.interface.kind == "dni"
+        self.to_task = is_port(spec.dst)
+        # a sampled edge's schedule: the receiver's clock, read at delivery (at the send tick itself with a
+        # synthetic input, since the receiver then processes the id of its own tick at once)
+        self._sample_clock = receiver_clock if spec.sample and receiver_clock is not None else None
+        self._sample_delay = 0 if synthetic_input else spec.latency
+        self.device: torch.device | None = None  # the receiver's device (messages move there)
+        self.targets: list[tuple[GradientMessage, int]] = []  # received this tick, not yet trained on
+
+    @property
+    def dst(self) -> str:
+        return self.spec.dst
+
+    def posts_at(self, tick: int) -> bool:
+        """Whether the sender posts on this edge at ``tick`` (always, unless the edge is ``sample``)."""
+        return self._sample_clock is None or fires(self._sample_clock, tick + self._sample_delay)
+
+    def send(self, msg: Message, tick: int) -> None:
+        """Post ``msg`` (its graph kept only on a locked edge) for delivery after the edge's latency."""
+        if self.device is not None and msg.h.device != self.device:
+            msg = Message(msg.batch_id, msg.h.to(self.device), msg.sent, msg.start, msg.end, msg.reset, msg.window)
+        self.transport.post("message", self.channel, msg, tick + self.spec.latency)
+
+    def g_hat(self, batch_id: int, h: torch.Tensor, context: torch.Tensor | None, tick: int) -> torch.Tensor:
+        """The gradient to apply to message ``h`` now (M's prediction, recorded for its later target)."""
+        return self.sg.predict(batch_id, h, context, tick)
+
+    def on_target(self, grad: GradientMessage, tick: int) -> None:
+        """A target for one of this edge's messages came back at ``tick``: one regression step of M."""
+        self.sg.train_on(grad.batch_id, grad.g, tick)
+
+    def receive_target(self, grad: GradientMessage, tick: int) -> None:
+        """Keep a target until :meth:`train` (the scheduler trains every M of a tick together)."""
+        self.targets.append((grad, tick))
+
+    def train(self) -> list[torch.optim.Optimizer]:
+        """Train M on the targets received: all but the last one step at once (each step changes M); the
+        last one's step is left to the caller (returned), who steps several Ms together."""
+        pending, self.targets = self.targets, []
+        split = hasattr(self.sg, "regress") and hasattr(self.sg, "stepped")
+        for i, (grad, tick) in enumerate(pending):
+            if not split:
+                self.sg.train_on(grad.batch_id, grad.g, tick)
+            elif self.sg.regress(grad.batch_id, grad.g, tick):
+                if i < len(pending) - 1:
+                    self.sg.optimizer.step()
+                    self.sg.stepped()
+                else:
+                    return [self.sg.optimizer]
+        return []
