@@ -281,10 +281,13 @@ class Engine:
                 if closed and window_closed is not None:
                     window_closed(closed)  # the graphs of outputs it holds are spent: it must not reuse them
         transport.poll(t, "target", targets)
-        trained = [(o, opt) for o in self._target_outboxes if o.targets for opt in o.train()]
-        step_together([opt for _, opt in trained])  # every M of the tick steps in one fused update
-        for o, _ in trained:
-            o.sg.stepped()
+        trained = [(o, loss) for o in self._target_outboxes if o.targets
+                   for loss in [o.train()] if loss is not None]
+        if trained:  # every M of the tick: one backward (disjoint graphs), one fused optimizer update
+            torch.autograd.backward([loss for _, loss in trained])
+            step_together([o.sg.optimizer for o, _ in trained])
+            for o, _ in trained:
+                o.sg.stepped()
         bad = first_nonfinite(self._regression_losses())
         if bad is not None:
             raise Diverged(t, f"non-finite {bad}")

@@ -105,17 +105,19 @@ class SyntheticGradient(nn.Module):
 
     def train_on(self, batch_id: int, target: torch.Tensor, tick: int) -> None:
         """Regress the recorded g_hat for ``batch_id`` on ``target`` (per-example gradient), one step."""
-        if self.regress(batch_id, target, tick):
+        loss = self.regression_loss(batch_id, target, tick)
+        if loss is not None:
+            loss.backward()
             self.optimizer.step()
             self.stepped()
 
-    def regress(self, batch_id: int, target: torch.Tensor, tick: int) -> bool:
-        """The first half of :meth:`train_on`: M's L2 loss for ``batch_id`` backpropagated into M's
-        gradients; False when no record waits for this target. The caller then steps ``optimizer`` (alone or
-        together with other Ms' optimizers) and calls :meth:`stepped`."""
+    def regression_loss(self, batch_id: int, target: torch.Tensor, tick: int) -> torch.Tensor | None:
+        """The first half of :meth:`train_on`: M's L2 loss for ``batch_id`` (M's gradients zeroed), or None
+        when no record waits for this target. The caller backpropagates it, steps ``optimizer`` (alone or
+        together with other Ms') and calls :meth:`stepped`."""
         record = self.records.pop(batch_id, None)
         if record is None:
-            return False
+            return None
         for old in [k for k in self.records if k < batch_id]:
             del self.records[old]
         h, context, g_hat, steps, sent = record
@@ -124,9 +126,8 @@ class SyntheticGradient(nn.Module):
         target = target.detach()
         loss = F.mse_loss(g_hat, target, reduction="sum") / h.shape[0]
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
         self.stats.add(loss.detach(), g_hat.detach(), target, tick - sent)
-        return True
+        return loss
 
     def stepped(self) -> None:
         """M's optimizer has stepped: recorded g_hat graphs are now stale."""

@@ -61,18 +61,22 @@ class Outbox:
         """Keep a target until :meth:`train` (the scheduler trains every M of a tick together)."""
         self.targets.append((grad, tick))
 
-    def train(self) -> list[torch.optim.Optimizer]:
-        """Train M on the targets received: all but the last one step at once (each step changes M); the
-        last one's step is left to the caller (returned), who steps several Ms together."""
+    def train(self) -> torch.Tensor | None:
+        """Train M on the targets received: all but the last one at once (each step changes M); the last
+        one's loss is returned for the caller to backpropagate and step (several Ms together), then call
+        ``sg.stepped()``. A synthesizer without ``regression_loss`` trains on each target itself."""
         pending, self.targets = self.targets, []
-        split = hasattr(self.sg, "regress") and hasattr(self.sg, "stepped")
+        split = hasattr(self.sg, "regression_loss") and hasattr(self.sg, "stepped")
         for i, (grad, tick) in enumerate(pending):
             if not split:
                 self.sg.train_on(grad.batch_id, grad.g, tick)
-            elif self.sg.regress(grad.batch_id, grad.g, tick):
-                if i < len(pending) - 1:
-                    self.sg.optimizer.step()
-                    self.sg.stepped()
-                else:
-                    return [self.sg.optimizer]
-        return []
+                continue
+            loss = self.sg.regression_loss(grad.batch_id, grad.g, tick)
+            if loss is None:
+                continue
+            if i == len(pending) - 1:
+                return loss
+            loss.backward()
+            self.sg.optimizer.step()
+            self.sg.stepped()
+        return None
