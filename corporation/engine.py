@@ -38,6 +38,7 @@ from .messages import GradientMessage, Message
 from .models import build_model, init_parameters
 from .optim import step_together
 from .outbox import Outbox
+from .placement import place
 from .registry import SYNTHESIZERS, TASKS
 from .schema import to_plain
 from .seeding import generator
@@ -106,8 +107,11 @@ class Engine:
         g = self.graph
         self.agents: dict[str, Agent] = {name: self._build_agent(name) for name in g.order}
         self._wire()
+        self.placement = place(scenario, g)  # the local engine: one worker runs every component
+        mine = set(self.placement.agents_of(0))
         self.components = [Component([self.agents[n] for n in comp], self.transport,
-                                     self._trace if trace is not None else None) for comp in g.components]
+                                     self._trace if trace is not None else None)
+                           for comp in g.components if comp[0] in mine]
         self.synthetic_inputs = any(i.si is not None for a in self.agents.values() for i in a.inboxes)
         self.tick = 0
         self._forgot = -(10**9)

@@ -110,3 +110,37 @@ def test_an_unavailable_agent_device_is_a_one_line_error():
         Engine(from_dict(chain(), ["agents.l2.device=cuda"]))
     with pytest.raises(ScenarioError, match="agents.l2.device"):
         from_dict(chain(), ["agents.l2.device=tpu"])
+
+
+def test_placement_keeps_components_whole_and_cross_worker_edges_delayed():
+    from corporation.graph import build_graph
+    from corporation.placement import place
+
+    s = from_dict(chain(), ["edges.2.interface.kind=backprop"])  # {l2, l3} locked together
+    g = build_graph(s)
+    local = place(s, g)
+    assert set(local.worker.values()) == {0} and local.device == {"l1": "cpu", "l2": "cpu", "l3": "cpu"}
+    with pytest.raises(ScenarioError, match="share a worker"):
+        place(s, g, workers=2, explicit={"l2": 0, "l3": 1})
+    with pytest.raises(ScenarioError, match=r"edges.1.latency.*crosses workers"):
+        place(s, g, workers=2, explicit={"l1": 1})
+    s = from_dict(chain(), ["edges.2.interface.kind=backprop", "edges.1.latency=1"])
+    assert place(s, build_graph(s), workers=2, explicit={"l1": 1}).agents_of(1) == ["l1"]
+
+
+def test_a_hold_edge_trains_m_on_the_message_it_read():
+    """l2 processes batch t (the newest of its two hold edges, from task.x) but reads l1's newest message,
+    batch t - 2: the
+    target that goes back to l1's M is for batch t - 2, the message it is the gradient of (it used to be
+    posted for t, pairing a gradient with the wrong message)."""
+    raw = chain()
+    raw["edges"].insert(1, {"src": "task.x", "dst": "l2", "hold": True})
+    events = []
+    eng = Engine(from_dict(raw, ["edges.2.hold=true", "edges.2.latency=2"]), trace=events.append)
+    for _ in range(8):
+        eng.step()
+    read = {e.tick: e.value["l1-l2"].batch_id for e in events if e.kind == "act" and e.where == "l2"
+            and e.value["l1-l2"] is not None}
+    targets = {e.tick: e.batch_id for e in events if e.kind == "target" and e.where == "l1-l2"}
+    # the target comes back 2 ticks later (grad_latency = latency = 2)
+    assert len(targets) == 4 and all(targets[t] == read[t - 2] == t - 4 for t in targets)
