@@ -15,45 +15,33 @@ runner.
 """
 from __future__ import annotations
 
-import functools
 import math
+import pickle
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
 from . import checkpoint as checkpoint_mod
-from .agent import Agent, head_key
+from .agent import Agent
 from .clock import fires
 from .component import Component, backward_together
 from .errors import CorporationError
-from .graph import Graph, back_edges, build_graph
+from .graph import Graph, build_graph
 from .guard import Diverged, first_nonfinite
 from .inbox import Inbox
-from .interfaces import SyntheticInput
-from .messages import GradientMessage, Message
-from .models import build_model, init_parameters
+from .messages import Message
 from .optim import step_together
 from .outbox import Outbox
 from .placement import place
-from .registry import SYNTHESIZERS, TASKS
+from .registry import TASKS
 from .schema import to_plain
 from .seeding import generator
-from .spec import TASK_PREFIX, EdgeSpec, Scenario, is_port
+from .spec import TASK_PREFIX, Scenario, is_port
 from .transport import LocalTransport
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; an unavailable cuda is a user error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise CorporationError(f"device: '{name}' requested but CUDA is not available here: set device: cpu "
-                               "(or auto), or pass --device cpu")
-    return torch.device(name)
+from .wiring import agent_device, build_agent, resolve_device, wire
 
 
 @dataclass(frozen=True)
@@ -72,16 +60,6 @@ class Event:
     where: str
     batch_id: int | None
     value: Any = None
-
-
-def _score(task: Any, port: str, batch_id: int, output: torch.Tensor) -> torch.Tensor | None:
-    """The loss port beside an agent: the task's loss of ``output`` for batch ``batch_id``."""
-    return task.loss(port, batch_id, output)
-
-
-def _traced_target(outbox: Outbox, trace: Callable[..., None], grad: GradientMessage, tick: int) -> None:
-    outbox.receive_target(grad, tick)
-    trace(tick, "target", outbox.spec.key, grad.batch_id, grad)
 
 
 class Engine:
@@ -105,8 +83,13 @@ class Engine:
         self.transport = LocalTransport()
         self.horizon = 2 + max([e.latency + e.back_latency for e in scenario.edges], default=0)
         g = self.graph
-        self.agents: dict[str, Agent] = {name: self._build_agent(name) for name in g.order}
-        self._wire()
+        self.agents: dict[str, Agent] = {name: build_agent(scenario, g, name, self.agent_device(name), self.horizon)
+                                         for name in g.order}
+        w = wire(scenario, g, self.agents, self.transport, self.task, self.device,
+                 self._trace if trace is not None else None)
+        self._message_channels, self._port_edges, self._target_channels = (w.message_channels, w.port_edges,
+                                                                           w.target_channels)
+        self._target_outboxes, self._loss_agents, self._edges = w.target_outboxes, w.loss_agents, w.edges
         self.placement = place(scenario, g)  # the local engine: one worker runs every component
         mine = set(self.placement.agents_of(0))
         self.components = [Component([self.agents[n] for n in comp], self.transport,
@@ -120,6 +103,7 @@ class Engine:
         self._journal: list[str] | None = None
         self._snapshot: bytes | None = None
         self._snapshot_fresh = False  # a snapshot was taken since the last checkpoint
+        self.cannot_checkpoint: str | None = None  # why this engine cannot be pickled (then no checkpoints)
         if checkpoints:
             self._journal = []
             self._take_snapshot()
@@ -127,116 +111,13 @@ class Engine:
     # ----- construction ------------------------------------------------------------------------------
     def agent_device(self, name: str) -> torch.device:
         """``agents.<name>.device``, else the scenario's device."""
-        own = self.scenario.agents[name].device
-        return self.device if own is None else resolve_device(own)
-
-    def _build_agent(self, name: str) -> Agent:
-        spec, g = self.scenario.agents[name], self.graph
-        gen = generator(self.scenario.seed, "agent", name)
-        device = self.agent_device(name)
-        body = build_model(spec.model, g.in_size[name], g.out_size[name], gen, device)
-        heads = nn.ModuleDict()
-        for dst in sorted(spec.heads):
-            with torch.random.fork_rng(devices=[]):
-                head = nn.Linear(g.out_size[name], g.msg_size[(name, dst)])
-            init_parameters(head, gen)
-            heads[head_key(dst)] = head.to(device)
-        agent = Agent(name, spec, body, heads, gen, self.horizon)
-        agent.device = device
-        if spec.state.kind == "dni":
-            factory = SYNTHESIZERS.get(spec.state.sg.kind).factory
-            agent.state_sg = factory(spec.state.sg, body.state_size(), 0, gen, device, spec.optimizer)
-        return agent
-
-    def _wire(self) -> None:
-        """Build every edge's halves (M in the sender's outbox, I in the receiver's inbox, drawn from their
-        owners' generators in edge order) and connect them through the transport."""
-        g, t = self.graph, self.transport
-        sgs: dict[tuple[str, str], Any] = {}
-        sis: dict[tuple[str, str], Any] = {}
-        for e in sorted(self.scenario.edges, key=lambda e: (e.src, e.dst)):
-            iface = e.interface
-            if iface is None or iface.kind != "dni":
-                continue
-            sender, receiver = self.agents[e.src], self.agents[e.dst]
-            ctx = g.context_size(iface.context) if iface.context else 0
-            factory = SYNTHESIZERS.get(iface.sg.kind).factory
-            sgs[(e.src, e.dst)] = factory(iface.sg, g.msg_size[(e.src, e.dst)], ctx, sender.generator,
-                                          sender.device, sender.spec.optimizer)
-            si = iface.synthetic_input
-            if si is not None:
-                sis[(e.src, e.dst)] = SyntheticInput(si, g.context_size(si.context, e.dst), g.msg_size[(e.src, e.dst)],
-                                                     receiver.generator, receiver.device, receiver.spec.optimizer)
-        back = back_edges(self.scenario, g.order)
-        self._message_channels: list[str] = []  # delivery order at a tick's start: the scenario's edge order
-        self._port_edges: list[EdgeSpec] = []
-        for e in self.scenario.edges:
-            if not is_port(e.dst):
-                self._message_channels.append(e.key)
-            if is_port(e.src):
-                self._port_edges.append(e)
-        for name in g.order:
-            agent = self.agents[name]
-            for e in g.in_edges(name):
-                inbox = Inbox(e, g.msg_size[(e.src, name)], agent.device, sis.get((e.src, name)),
-                              back_edge=(e.src, name) in back)  # closes a cycle: never blocks
-                agent.add_inbox(inbox)
-                t.connect("message", e.key, functools.partial(agent.receive, inbox))
-            for e in g.out_edges(name):
-                clock = None if is_port(e.dst) else self.scenario.agents[e.dst].clock
-                synthetic = (e.src, e.dst) in sis
-                outbox = Outbox(e, t, clock, sgs.get((e.src, e.dst)), synthetic)
-                if not is_port(e.dst):
-                    outbox.device = self.agent_device(e.dst)
-                else:
-                    agent.add_loss_port(e.dst[len(TASK_PREFIX):], functools.partial(_score, self.task,
-                                                                                    e.dst[len(TASK_PREFIX):]))
-                agent.add_outbox(outbox)
-        for name in g.order:  # what each agent needs of the task ports and of its other inboxes
-            agent = self.agents[name]
-            for outbox in agent.outboxes:
-                c = outbox.spec.interface.context if outbox.dni else None
-                if c is not None:
-                    agent.add_port_context(c[len(TASK_PREFIX):])
-            for inbox in agent.inboxes:
-                if inbox.si is None:
-                    continue
-                source = inbox.spec.interface.synthetic_input.context
-                inbox.si_context = functools.partial(agent.si_context, inbox)
-                if is_port(source):
-                    agent.add_port_context(source[len(TASK_PREFIX):])
-                else:
-                    next(i for i in agent.inboxes if i.src == source).keep_contexts = True
-            for port, store in agent.port_contexts.items():
-                t.connect("message", f"context:{port}>{name}", store.deliver)
-            if agent.needs_live_ids():
-                t.connect("message", f"ids>{name}", agent.note_emitted)
-            if self.trace is not None:
-                agent.trace = self._trace
-        # targets train the senders' M at a tick's end, in reverse execution order of the edges
-        self._target_channels = [e.key for a in reversed(g.order) for e in reversed(g.out_edges(a))
-                                 if not is_port(e.dst) and e.interface is not None and e.interface.kind == "dni"]
-        for name in g.order:
-            for outbox in self.agents[name].outboxes:
-                if outbox.sg is not None:
-                    t.connect("target", outbox.channel, self._target_sink(outbox))
-        self._loss_agents = [n for n in g.order if self.agents[n].loss_ports]
-        outboxes = {o.channel: o for a in self.agents.values() for o in a.outboxes}
-        self._target_outboxes = [outboxes[c] for c in self._target_channels]
-        inboxes = {(i.src, a.name): i for a in self.agents.values() for i in a.inboxes}
-        self._edges = [(o.spec.key, o, inboxes[(name, o.dst)]) for name in g.order
-                       for o in self.agents[name].outboxes if not o.to_task]  # agent-to-agent, execution order
+        return agent_device(self.scenario, name, self.device)
 
     def edge(self, src: str, dst: str) -> tuple[Outbox, Inbox]:
         """The two halves of agent-to-agent edge ``src -> dst``: the sender's outbox (with M as ``.sg``) and
         the receiver's inbox (with I as ``.si``), for reading."""
         outbox = next(o for o in self.agents[src].outboxes if o.dst == dst)
         return outbox, next(i for i in self.agents[dst].inboxes if i.src == src)
-
-    def _target_sink(self, outbox: Outbox) -> Callable[[GradientMessage, int], None]:
-        if self.trace is None:
-            return outbox.receive_target
-        return functools.partial(_traced_target, outbox, self._trace)
 
     def _trace(self, tick: int, kind: str, where: str, batch_id: int | None, value: Any = None) -> None:
         self.trace(Event(tick, kind, where, batch_id, value))
@@ -462,7 +343,8 @@ class Engine:
                     raise Diverged(t, f"non-finite metric {bad[0]}")
                 if on_log is not None:
                     on_log(last)
-                if (scheduled_eval or t == end) and on_checkpoint is not None and self._journal is not None:
+                if (scheduled_eval or t == end) and on_checkpoint is not None and self._journal is not None \
+                        and not self.cannot_checkpoint:
                     on_checkpoint(self.checkpoint())
             if on_tick is not None:
                 on_tick(t)
@@ -478,12 +360,15 @@ class Engine:
         return all(c.at_rest() for c in self.components)
 
     def _take_snapshot(self) -> bool:
-        if not self.at_rest():
+        if not self.at_rest() or self.cannot_checkpoint:
             return False
         journal, self._journal, snapshot, self._snapshot = self._journal, None, self._snapshot, None
         try:
             data = checkpoint_mod.dumps(self, checkpoint_mod.static_objects(self.task))
         except checkpoint_mod.NotAtRest:
+            return False
+        except (pickle.PicklingError, AttributeError, TypeError) as e:  # e.g. a task holding a local class
+            self.cannot_checkpoint = f"{type(e).__name__}: {e}"
             return False
         finally:
             self._journal, self._snapshot = journal, snapshot
@@ -504,6 +389,9 @@ class Engine:
 
     def checkpoint(self) -> dict[str, Any]:
         """Everything needed to continue exactly from this tick (see corporation.checkpoint)."""
+        if self.cannot_checkpoint:
+            raise CorporationError(f"this run cannot be checkpointed ({self.cannot_checkpoint}): its task or "
+                                   "models must be picklable (no local classes or lambdas)")
         if self._journal is None or self._snapshot is None:
             raise CorporationError("this engine keeps no checkpoints: build it with Engine(..., checkpoints=True)")
         self._snapshot_fresh = False

@@ -154,13 +154,17 @@ def _train(engine: Engine, folder: RunFolder, metrics: Any, progress: bool | Non
         with stop.installed():
             engine.run(ticks=scenario.train.ticks - engine.tick, on_log=on_log,
                        on_tick=lambda t: bar.update(t, shown), on_checkpoint=on_checkpoint, stop=stop)
-            if stop():
+            if stop() and not engine.cannot_checkpoint:
                 on_checkpoint(engine.checkpoint())
+
     except (KeyboardInterrupt, Exception) as e:  # noqa: BLE001  (keep what was written, record why, re-raise)
         failure = e
     finally:
         bar.close()
         metrics.close()
+    if engine.cannot_checkpoint:
+        print(f"warning: no checkpoint.pt, so this run cannot be resumed ({engine.cannot_checkpoint})",
+              file=sys.stderr)
     summary = {"name": scenario.name, "seed": scenario.seed, "ticks": engine.tick,
                "wall_s": round(before.get("wall_s", 0.0) + time.perf_counter() - started, 3),
                "device": str(engine.device), "final": {k: v for k, v in final.items() if k != "tick"}}
