@@ -90,6 +90,9 @@ class Engine:
         self._message_channels, self._port_edges, self._target_channels = (w.message_channels, w.port_edges,
                                                                            w.target_channels)
         self._target_outboxes, self._loss_agents, self._edges = w.target_outboxes, w.loss_agents, w.edges
+        # what the task posts at every emission: emitted ids and port contexts, to the agents that need them
+        self._id_channels = [f"ids>{n}" for n, a in self.agents.items() if a.needs_live_ids()]
+        self._context_channels = [(f"context:{p}>{n}", p) for n, a in self.agents.items() for p in a.port_contexts]
         self.placement = place(scenario, g)  # the local engine: one worker runs every component
         mine = set(self.placement.agents_of(0))
         self.components = [Component([self.agents[n] for n in comp], self.transport,
@@ -136,11 +139,13 @@ class Engine:
         if emission is not None:
             if self.trace is not None:
                 self._trace(t, "emit", "task", t)
-            for name, agent in self.agents.items():
-                if agent.needs_live_ids():
-                    transport.post("message", f"ids>{name}", t, t)
-                for port in agent.port_contexts:
-                    transport.post("message", f"context:{port}>{name}", (t, self.task.context(port, t)), t)
+            for channel in self._id_channels:
+                transport.post("message", channel, t, t)
+            contexts: dict[str, torch.Tensor] = {}  # each port's context once per batch, shared by its readers
+            for channel, port in self._context_channels:
+                if port not in contexts:
+                    contexts[port] = self.task.context(port, t)
+                transport.post("message", channel, (t, contexts[port]), t)
             for e in self._port_edges:
                 port = e.src[len(TASK_PREFIX):]
                 if e.sample and not fires(self.scenario.agents[e.dst].clock, t + e.latency):
