@@ -20,7 +20,7 @@ from .component import Leaf
 from .inbox import ContextInbox, Inbox
 from .interfaces import Stats
 from .messages import Message
-from .optim import lr_at, make_optimizer, set_lr
+from .optim import clear_grads, lr_at, make_optimizer, set_lr
 from .outbox import Outbox
 from .spec import TASK_PREFIX, AgentSpec, is_port
 
@@ -298,7 +298,7 @@ class Agent:
         if self.optimizer is not None:
             if step and not stepped:
                 self.optimizer_for(tick, step).step()
-            self.optimizer.zero_grad(set_to_none=True)
+            clear_grads(self.optimizer)
         self.counts["updates" if step else "skipped"] += 1
         self.acted = 0
         self.due = False
@@ -391,5 +391,5 @@ class AuxHead(nn.Module):
             if g is not None:
                 p.grad = g if p.grad is None else p.grad + g
         self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        clear_grads(self.optimizer)
         self.stats.add(loss.detach(), pred[-1].detach(), target, 0)

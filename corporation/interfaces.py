@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .models import init_parameters, mlp
-from .optim import make_optimizer
+from .optim import clear_grads, make_optimizer
 from .registry import SYNTHESIZERS
 from .schema import positive
 from .spec import OptimizerSpec, SyntheticInputSpec
@@ -125,7 +125,7 @@ class SyntheticGradient(nn.Module):
             g_hat = self(h, context)
         target = target.detach()
         loss = F.mse_loss(g_hat, target, reduction="sum") / h.shape[0]
-        self.optimizer.zero_grad(set_to_none=True)
+        clear_grads(self.optimizer)
         self.stats.add(loss.detach(), g_hat.detach(), target, tick - sent)
         return loss
 
@@ -153,7 +153,7 @@ class SyntheticInput(nn.Module):
         h_hat = self(context.detach())
         h = h.detach()
         loss = F.mse_loss(h_hat, h, reduction="sum") / h.shape[0]
-        self.optimizer.zero_grad(set_to_none=True)
+        clear_grads(self.optimizer)
         loss.backward()
         self.optimizer.step()
         self.stats.add(loss.detach(), h_hat.detach(), h, age)
@@ -167,34 +167,38 @@ class Stats:
     The loss must be ``sum ||pred - target||^2 / B`` (per-example squared error, batch mean) for it to hold."""
 
     def __init__(self, device: torch.device):
-        self.loss = torch.zeros((), device=device)
-        self.energy = torch.zeros((), device=device)
-        self.cosine = torch.zeros((), device=device)
+        self.sums = torch.zeros(3, device=device)  # loss, target energy, cosine
         self.count = 0
         self.age_sum = 0
         self.age_max = 0
 
     @torch.no_grad()
     def add(self, loss: torch.Tensor, pred: torch.Tensor, target: torch.Tensor, age: int) -> None:
-        self.loss += loss
-        self.energy += (target ** 2).sum() / max(target.shape[0], 1)
-        self.cosine += F.cosine_similarity(pred.flatten(), target.flatten(), dim=0, eps=1e-12)
+        """Add one regression: loss (scalar), prediction and target (B, ...) of the same shape."""
+        p, t = pred.reshape(-1), target.reshape(-1)
+        dots = torch.stack([torch.dot(p, t), torch.dot(p, p), torch.dot(t, t)])  # three BLAS dots
+        cosine = dots[0] / (dots[1] * dots[2]).clamp_min(1e-24).sqrt()
+        self.sums += torch.stack([loss.reshape(()), dots[2] / max(target.shape[0], 1), cosine])
         self.count += 1
         self.age_sum += age
         self.age_max = max(self.age_max, age)
+
+    @property
+    def loss(self) -> torch.Tensor:
+        """The summed loss since the last read (a 0-d view; the divergence guard checks it)."""
+        return self.sums[0]
 
     def read(self, prefix: str) -> dict[str, float]:
         """Metrics since the last read (empty if no training happened); resets the sums."""
         if not self.count:
             return {}
-        out = {f"{prefix}/loss": float(self.loss) / self.count,
-               f"{prefix}/cosine": float(self.cosine) / self.count,
+        loss, energy, cosine = self.sums.tolist()
+        out = {f"{prefix}/loss": loss / self.count,
+               f"{prefix}/cosine": cosine / self.count,
                f"{prefix}/staleness": self.age_sum / self.count,
                f"{prefix}/staleness_max": float(self.age_max)}
-        if float(self.energy) > 0.0:  # all-zero targets (e.g. only sequence ends): no r2
-            out[f"{prefix}/r2"] = 1.0 - float(self.loss) / float(self.energy)
-        self.loss.zero_()
-        self.energy.zero_()
-        self.cosine.zero_()
+        if energy > 0.0:  # all-zero targets (e.g. only sequence ends): no r2
+            out[f"{prefix}/r2"] = 1.0 - loss / energy
+        self.sums.zero_()
         self.count = self.age_sum = self.age_max = 0
         return out

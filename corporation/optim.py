@@ -16,6 +16,14 @@ def make_optimizer(spec: OptimizerSpec, params: Iterable[torch.nn.Parameter]) ->
     return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay, foreach=True)
 
 
+def clear_grads(optimizer: torch.optim.Optimizer) -> None:
+    """``optimizer.zero_grad(set_to_none=True)`` without its per-call profiling and hook overhead (tens of
+    microseconds a call, paid by every agent and every M every tick)."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            p.grad = None
+
+
 def lr_at(spec: OptimizerSpec, tick: int) -> float:
     """The learning rate at ``tick``: ``lr`` times ``decay_factor`` for every milestone already passed."""
     return spec.lr * spec.decay_factor ** sum(1 for m in spec.decay_at if tick >= m)

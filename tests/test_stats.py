@@ -1,4 +1,5 @@
 """The regression statistics logged for M, I and the Aux head: loss, cosine and r2 (explained variance)."""
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -40,3 +41,20 @@ def test_no_r2_when_every_target_is_zero_and_nothing_after_a_read():
     out = stats.read("m")
     assert "m/r2" not in out and out["m/loss"] == 3.0
     assert stats.read("m") == {}
+
+
+def test_cosine_matches_torch_and_the_guard_tells_overflow_from_nan():
+    from corporation.guard import first_nonfinite
+
+    g = torch.Generator().manual_seed(3)
+    pred, target = torch.randn(16, 8, generator=g), torch.randn(16, 8, generator=g)
+    s = Stats(torch.device("cpu"))
+    s.add(((pred - target) ** 2).sum() / 16, pred, target, 0)
+    want = torch.nn.functional.cosine_similarity(pred.flatten(), target.flatten(), dim=0)
+    assert s.read("m")["m/cosine"] == pytest.approx(float(want), rel=1e-5)
+    big = torch.full((1000,), 3.0e38)  # finite, but its sum overflows: not a divergence
+    assert first_nonfinite([("big", big), ("ok", torch.ones(3))]) is None
+    bad = torch.ones(5)
+    bad[2] = float("nan")
+    assert first_nonfinite([("big", big), ("bad", bad)]) == "bad"
+    assert first_nonfinite([("inf", torch.tensor([1.0, float("-inf")]))]) == "inf"
