@@ -10,7 +10,7 @@ targets) goes to its :class:`~corporation.component.Component`, which runs the u
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -23,6 +23,9 @@ from .messages import Message
 from .optim import clear_grads, lr_at, make_optimizer, set_lr
 from .outbox import Outbox
 from .spec import TASK_PREFIX, AgentSpec, is_port
+
+if TYPE_CHECKING:
+    from .tasks.base import PortLearner
 
 
 def head_key(dst: str) -> str:
@@ -57,7 +60,7 @@ class Agent:
         self.inboxes: list[Inbox] = []  # sorted by source: this fixes the input concatenation order
         self.outboxes: list[Outbox] = []  # sorted by destination
         self.port_contexts: dict[str, ContextInbox] = {}  # task port -> its contexts (M's or I's)
-        self.loss_ports: dict[str, Callable[[int, torch.Tensor], torch.Tensor | None]] = {}
+        self.loss_ports: dict[str, PortLearner] = {}  # task port -> what scores this agent's outputs there
         self.component: Any = None  # set by the Component this agent belongs to
         self.live: list[int] = []  # emitted ids this agent may still process (fed when it needs them)
         self.trace: Callable[..., None] | None = None
@@ -86,8 +89,8 @@ class Agent:
     def add_port_context(self, port: str) -> ContextInbox:
         return self.port_contexts.setdefault(port, ContextInbox(port))
 
-    def add_loss_port(self, port: str, score: Callable[[int, torch.Tensor], torch.Tensor | None]) -> None:
-        self.loss_ports[port] = score
+    def add_loss_port(self, port: str, learner: PortLearner) -> None:
+        self.loss_ports[port] = learner
 
     def needs_live_ids(self) -> bool:
         """Whether the agent must be told every emitted id (it has a synthetic input or never blocks)."""
@@ -196,7 +199,9 @@ class Agent:
                 continue  # a sampled edge: the receiver never reads this instant (no message, no g_hat)
             h = self.project(outbox.dst, out)
             if outbox.to_task:
-                loss = self.loss_ports[outbox.dst[len(TASK_PREFIX):]](batch_id, h)
+                if self.trace is not None:
+                    self.trace(tick, "output", outbox.spec.key, batch_id, h.detach())
+                loss = self.loss_ports[outbox.dst[len(TASK_PREFIX):]].score(batch_id, h)
                 if loss is not None:
                     component.add_loss(self.name, loss)
                 continue
@@ -240,7 +245,7 @@ class Agent:
 
     def at_rest(self) -> bool:
         """No update window is open: nothing of this agent waits for a backward pass."""
-        return self.acted == 0
+        return self.acted == 0 and all(lp.at_rest() for lp in self.loss_ports.values())
 
     # ----- updating ----------------------------------------------------------------------------------
     def draw_update(self) -> bool:
@@ -300,6 +305,8 @@ class Agent:
                 self.optimizer_for(tick, step).step()
             clear_grads(self.optimizer)
         self.counts["updates" if step else "skipped"] += 1
+        for learner in self.loss_ports.values():
+            learner.window_closed()  # graphs of this window's outputs are spent
         self.acted = 0
         self.due = False
         if self.recurrent:

@@ -53,7 +53,8 @@ class Event:
     agent processed ``batch_id``; value: ``{edge: Message read, or None where I or zeros stood in}``),
     ``idle`` (nothing complete), ``update`` / ``skip`` (the agent's component updated; its own step was
     applied / skipped by p_update), ``target`` (a target reached the sender's M; value: the
-    GradientMessage, its ``g`` the per-example target)."""
+    GradientMessage, its ``g`` the per-example target), ``output`` (an agent's output reached a loss port
+    ``agent-task.port``; value: the output tensor, detached)."""
 
     tick: int
     kind: str
@@ -165,11 +166,6 @@ class Engine:
         due = [c for c in components if c.due()]
         if due:
             backward_together(due, t)
-            window_closed = getattr(self.task, "window_closed", None)
-            for component in due:
-                closed = [o.dst[len(TASK_PREFIX):] for a in component.members for o in a.outboxes if o.to_task]
-                if closed and window_closed is not None:
-                    window_closed(closed)  # the graphs of outputs it holds are spent: it must not reuse them
         transport.poll(t, "target", targets)
         trained = [(o, loss) for o in self._target_outboxes if o.targets
                    for loss in [o.train()] if loss is not None]
@@ -300,6 +296,9 @@ class Engine:
 
     def _collect(self) -> dict[str, float]:
         out = dict(self.task.train_metrics())
+        for name in self.graph.order:  # learners beside the agents (e.g. an actor-critic's loss terms)
+            for learner in self.agents[name].loss_ports.values():
+                out.update(learner.read())
         for key, outbox, inbox in self._edges:
             if outbox.sg is not None:
                 out.update(outbox.sg.stats.read(f"sg/{key}"))

@@ -25,6 +25,7 @@ from .outbox import Outbox
 from .registry import SYNTHESIZERS
 from .seeding import generator
 from .spec import TASK_PREFIX, EdgeSpec, Scenario, is_port
+from .tasks.base import PortLearner, TaskLoss
 from .transport import LocalTransport
 
 Trace = Callable[..., None]  # (tick, kind, where, batch_id, value)
@@ -40,9 +41,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _score(task: Any, port: str, batch_id: int, output: torch.Tensor) -> torch.Tensor | None:
-    """The loss port beside an agent: the task's loss of ``output`` for batch ``batch_id``."""
-    return task.loss(port, batch_id, output)
+def port_learner(task: Any, port: str) -> PortLearner:
+    """What scores an agent's outputs at loss port ``port``, beside the agent: the task's ``learner(port)``
+    when it provides one (e.g. an actor-critic), else the task's loss (:class:`TaskLoss`)."""
+    make = getattr(task, "learner", None)
+    learner = make(port) if make is not None else None
+    return learner if learner is not None else TaskLoss(task, port)
 
 
 def _traced_target(outbox: Outbox, trace: Callable[..., None], grad: GradientMessage, tick: int) -> None:
@@ -124,7 +128,7 @@ def wire(scenario: Scenario, graph: Graph, agents: dict[str, Agent], transport: 
                 outbox.device = agent_device(scenario, e.dst, default_device)
             else:
                 port = e.dst[len(TASK_PREFIX):]
-                agent.add_loss_port(port, functools.partial(_score, task, port))
+                agent.add_loss_port(port, port_learner(task, port))
             agent.add_outbox(outbox)
     for name in g.order:  # what each agent needs of the task ports and of its other inboxes
         agent = agents[name]

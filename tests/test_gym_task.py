@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from corporation import Engine, ScenarioError, from_dict
-from corporation.envs.a2c import Rollout, Transition
+from corporation.envs.a2c import Feedback, Rollout, Transition
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -89,7 +89,7 @@ def test_a2c_loss_matches_hand_computed_n_step_returns():
     term = [torch.tensor([False, True]), torch.tensor([False, False])]
     trunc = [torch.tensor([False, False]), torch.tensor([True, False])]
     for t in range(2):
-        ro.add(Transition(logp[t], ent[t], v[t], torch.tensor([True, True]), rew[t], term[t], trunc[t]))
+        ro.add(Transition(logp[t], ent[t], v[t], Feedback(torch.tensor([True, True]), rew[t], term[t], trunc[t])))
     boot = torch.tensor([10.0, 20.0])
     loss = ro.loss(boot)
     # row 0: step 1 truncated -> R1 = 2 + 0.9*V1 = 2 + 2.7 = 4.7; R0 = 1 + 0.9*4.7 = 5.23
@@ -110,8 +110,8 @@ def test_rollout_loses_only_the_last_transition_of_each_window():
     def out():
         v = torch.zeros(2, requires_grad=True)
         loss = ro.on_output(v)
-        ro.add(Transition(v * 0, v * 0, v, torch.ones(2, dtype=torch.bool), torch.ones(2),
-                          torch.zeros(2, dtype=torch.bool), torch.zeros(2, dtype=torch.bool)))
+        ro.add(Transition(v * 0, v * 0, v, Feedback(torch.ones(2, dtype=torch.bool), torch.ones(2),
+                                                     torch.zeros(2, dtype=torch.bool), torch.zeros(2, dtype=torch.bool))))
         return loss
 
     assert [out() is None for _ in range(4)] == [True] * 4  # first window: length unknown yet
@@ -201,8 +201,9 @@ def test_actor_critic_model_starts_with_a_uniform_policy_and_keeps_the_layout():
 def test_normalized_advantages_are_standardised_over_the_window():
     ro = Rollout("act", 0.0, 0.0, 0.0, normalize_advantage=True)  # gamma 0: R = r, so A = r - V
     logp = torch.zeros(3, requires_grad=True)
-    ro.add(Transition(logp, torch.zeros(3), torch.zeros(3), torch.ones(3, dtype=torch.bool),
-                      torch.tensor([1.0, 2.0, 6.0]), torch.zeros(3, dtype=torch.bool), torch.zeros(3, dtype=torch.bool)))
+    ro.add(Transition(logp, torch.zeros(3), torch.zeros(3),
+                      Feedback(torch.ones(3, dtype=torch.bool), torch.tensor([1.0, 2.0, 6.0]),
+                               torch.zeros(3, dtype=torch.bool), torch.zeros(3, dtype=torch.bool))))
     ro.loss(torch.zeros(3)).backward()
     a = torch.tensor([1.0, 2.0, 6.0])
     assert torch.allclose(logp.grad, -((a - a.mean()) / a.std(unbiased=False)) / 3, atol=1e-5)

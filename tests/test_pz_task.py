@@ -68,15 +68,9 @@ def test_undrivable_action_and_missing_module_are_one_line_errors():
 
 def test_message_is_learned_through_dni_while_the_env_gets_its_numpy_copy():
     def run(overrides):
-        eng = Engine(relay(overrides))
-        sent, loss = [], eng.task.loss
-
-        def spy(port, batch_id, output):
-            if port == "speaker_act":
-                sent.append(output.detach().clone())
-            return loss(port, batch_id, output)
-
-        eng.task.loss = spy
+        sent = []
+        eng = Engine(relay(overrides), trace=lambda e: sent.append(e.value.clone())
+                     if e.kind == "output" and e.where == "talker-task.speaker_act" else None)
         before = [p.detach().clone() for p in eng.agents["talker"].body.parameters()]
         for _ in range(39):  # 39 steps: mid-episode (max_cycles 4), so the env still holds the last message
             eng.step()
@@ -101,11 +95,12 @@ def test_agents_that_leave_are_masked_until_the_episode_ends():
         if tick == 2:
             x = task.inputs[2]["speaker_obs"]
             assert torch.all(x == 0), "a departed agent observes zeros"
-            assert not task.rollouts["speaker"].steps[-1].valid.any(), "its rows are masked out of its loss"
+            steps = eng.agents["talker"].loss_ports["speaker_act"].rollout.steps
+            assert not steps[-1].feedback.valid.any(), "its rows are masked out of its loss"
     assert task.reset_rows.all(), "every copy ended at max_cycles and was reset"
     eng.step()
     assert task._live("speaker").all()
-    assert task.rollouts["speaker"].steps[-1].valid.all()
+    assert eng.agents["talker"].loss_ports["speaker_act"].rollout.steps[-1].feedback.valid.all()
 
 
 def test_aec_env_goes_through_pettingzoos_conversion():

@@ -1,10 +1,16 @@
-"""A2C inside the tick model: one action port's rollout segment, its loss, and episode bookkeeping.
+"""A2C inside the tick model: the acting agent's side of an action port (:class:`ActorCritic`: sampling,
+the rollout segment WITH its autograd graphs, the loss) and the environment's side (:class:`Feedback`,
+episode bookkeeping).
 
-The task sees the acting agent's output once per tick (``loss(port, id, output)``); it samples an action,
-steps the environment and stores the transition WITH its autograd graph (log-prob, entropy, value). A
-transition can only be trained inside the update window that produced its graph: once the agent's locked
-component has stepped (``window_closed``), stored graphs are spent. So, at the LAST output of each window,
-the task returns the loss of every stored transition of that window, bootstrapped with that last output's
+The split follows the seams: the task is the environment. It hands the acting agent an
+:class:`ActorCritic` for each action port (the task hook ``learner(port)``), which lives in that agent
+(``Agent.loss_ports``). At each of the agent's outputs the learner samples an action and passes it, detached,
+to the task (``act(batch_id, action) -> Feedback``), which steps the environment and fills the feedback
+(reward, termination) now or when every env agent has acted. The learner stores the transition with its
+graph (log-prob, entropy, value); the task holds no graph. A transition can only be trained inside the
+update window that produced its graph: once the agent's locked component has stepped (``window_closed``,
+called by the agent when its window ends), stored graphs are spent. So, at the LAST output of each window,
+the learner returns the loss of every stored transition of that window, bootstrapped with that last output's
 value (detached); that last transition's env step is taken but never trained on (one transition of the
 window is lost: an update window of T ticks trains T - 1 transitions with up-to-(T-1)-step returns).
 
@@ -21,8 +27,9 @@ the window's valid pairs when ``normalize_advantage``).
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,6 +37,9 @@ import torch
 from ..errors import CorporationError, ScenarioError
 from ..schema import at_most, positive, within
 from ..spec import MAX_ENVS, MAX_TICKS
+
+if TYPE_CHECKING:
+    from .spaces import ActionHead
 
 
 @dataclass
@@ -67,14 +77,25 @@ class A2CKeys:
 
 
 @dataclass
+class Feedback:
+    """The environment's answer to one batch of actions (N rows), made by the task when it gets the actions;
+    reward and termination are filled once the environment has stepped (at once, or when every env agent
+    has acted). No autograd graph: this is all that crosses from the environment to the learner."""
+
+    valid: torch.Tensor  # (N,) bool: rows whose agent acted in a live episode
+    reward: torch.Tensor | None = None  # (N,) scaled by reward_scale
+    terminated: torch.Tensor | None = None  # (N,) bool
+    truncated: torch.Tensor | None = None  # (N,) bool
+
+
+@dataclass
 class Transition:
+    """One output's share of the rollout, kept by the learner: its graphs and the env's feedback."""
+
     logp: torch.Tensor  # (N,) with graph
     entropy: torch.Tensor  # (N,) with graph
     value: torch.Tensor  # (N,) with graph
-    valid: torch.Tensor  # (N,) bool: rows whose agent acted in a live episode
-    reward: torch.Tensor | None = None  # filled once the env has stepped
-    terminated: torch.Tensor | None = None
-    truncated: torch.Tensor | None = None
+    feedback: Feedback
 
 
 class Rollout:
@@ -121,16 +142,17 @@ class Rollout:
         ret = bootstrap
         returns = []
         for s in reversed(self.steps):
-            nxt = torch.where(s.terminated, torch.zeros_like(ret),
-                              torch.where(s.truncated, s.value.detach(), ret))
-            ret = s.reward + self.gamma * nxt
+            fb = s.feedback
+            nxt = torch.where(fb.terminated, torch.zeros_like(ret),
+                              torch.where(fb.truncated, s.value.detach(), ret))
+            ret = fb.reward + self.gamma * nxt
             returns.append(ret)
         returns.reverse()
         R = torch.stack(returns)
         V = torch.stack([s.value for s in self.steps])
         logp = torch.stack([s.logp for s in self.steps])
         ent = torch.stack([s.entropy for s in self.steps])
-        mask = torch.stack([s.valid for s in self.steps]).to(V.dtype)
+        mask = torch.stack([s.feedback.valid for s in self.steps]).to(V.dtype)
         count = mask.sum().clamp_min(1.0)
         adv = (R - V).detach()
         if self.normalize_advantage:  # standardised over the window's valid pairs
@@ -156,6 +178,41 @@ class Rollout:
                 out[f"{prefix}/{k}"] = st[k] / st["updates"]
         self.stats = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "updates": 0}
         return out
+
+
+class ActorCritic:
+    """The acting agent's side of one action port (module doc): samples actions from the policy head, hands
+    them to the environment (``act``), keeps the window's transitions and returns the A2C loss.
+
+    ``generator`` draws the actions (the task's, so an environment and its actions form one seeded stream);
+    ``prefix`` names the metrics (``train`` or ``train/<env agent>``)."""
+
+    def __init__(self, port: str, head: ActionHead, keys: A2CKeys,
+                 act: Callable[[int, torch.Tensor], Feedback], generator: torch.Generator, prefix: str = "train"):
+        self.head = head
+        self.act = act
+        self.generator = generator
+        self.prefix = prefix
+        self.rollout = Rollout(port, keys.gamma, keys.value_coef, keys.entropy_coef, keys.normalize_advantage)
+
+    def score(self, batch_id: int, output: torch.Tensor) -> torch.Tensor | None:
+        """The agent's output for ``batch_id`` (layout of :mod:`corporation.envs.spaces`): the window's loss
+        at its last output, else None."""
+        params, value = self.head.split(output)
+        loss = self.rollout.on_output(value)
+        action, logp, entropy = self.head.sample(params, self.generator)
+        feedback = self.act(batch_id, action)
+        self.rollout.add(Transition(logp, entropy, value, feedback))
+        return loss
+
+    def window_closed(self) -> None:
+        self.rollout.window_closed()
+
+    def at_rest(self) -> bool:
+        return not self.rollout.steps
+
+    def read(self) -> dict[str, float]:
+        return self.rollout.read(self.prefix)
 
 
 class Episodes:

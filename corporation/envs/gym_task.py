@@ -5,9 +5,10 @@ and ``task.act`` (loss port: the acting agent's output in the layout of :mod:`co
 e.g. ``[logits | value]`` for a Discrete action space; it carries no context).
 
 One emitted batch = one vectorised step: ``task.obs`` at tick t holds the N current observations (batch id
-t); when the agent's output for id t reaches ``task.act`` the task samples the N actions (from its own
-seeded generator), steps the ``SyncVectorEnv`` (same-step autoreset: a finished row comes back already
-reset) and stores the transition. No new batch is emitted while an action is awaited, so the env runs at
+t); when the agent's output for id t reaches ``task.act``, the agent's :class:`~corporation.envs.a2c.ActorCritic`
+(the task's ``learner``) samples the N actions (from the task's seeded generator) and keeps the transition;
+the task steps the ``SyncVectorEnv`` with them (same-step autoreset: a finished row comes back already
+reset) and returns the rewards. No new batch is emitted while an action is awaited, so the env runs at
 the acting agent's pace whatever the clocks and latencies. Episode boundaries: the first batch has
 ``start``; afterwards ``Emission.reset`` marks the rows whose episode just restarted, and recurrent agents
 zero those rows' state (the carried state's synthetic-gradient target is then zero for those rows).
@@ -31,7 +32,7 @@ from ..errors import CorporationError, ScenarioError, did_you_mean, short
 from ..registry import TASKS
 from ..tasks.base import Emission, Port, System
 from . import ac_model  # noqa: F401  (registers the 'actor_critic' model kind)
-from .a2c import A2CKeys, Episodes, Rollout, Transition
+from .a2c import A2CKeys, ActorCritic, Episodes, Feedback
 from .spaces import ActionHead, ObsCodec, UnsupportedSpace, action_head
 
 
@@ -122,8 +123,6 @@ class GymTask:
         self.reset_rows: np.ndarray | None = None
         self.pending: int | None = None
         self.inputs: dict[int, torch.Tensor] = {}
-        self.rollout = Rollout("act", params.gamma, params.value_coef, params.entropy_coef,
-                               params.normalize_advantage)
         self.episodes = Episodes(params.num_envs)
         self.env_steps = 0
 
@@ -158,33 +157,33 @@ class GymTask:
         x = self.inputs[batch_id]
         return x if port == "obs" else x.new_zeros(x.shape[0], 0)
 
-    def loss(self, port: str, batch_id: int, output: torch.Tensor) -> torch.Tensor | None:
+    def learner(self, port: str) -> ActorCritic:
+        """The acting agent's side of ``task.act`` (see :mod:`corporation.envs.a2c`)."""
+        return ActorCritic(port, self.head, self.params, self.act, self.generator)
+
+    def act(self, batch_id: int, action: torch.Tensor) -> Feedback:
+        """Step the N environments with the actions for batch ``batch_id``; their rewards and ends."""
         if batch_id != self.pending:
             raise CorporationError(f"task.act got an output for batch {batch_id}, expected {self.pending}")
-        params, value = self.head.split(output)
-        loss = self.rollout.on_output(value)
-        action, logp, entropy = self.head.sample(params, self.generator)
         obs, reward, terminated, truncated, _ = self.env.step(self.head.to_env(action))
         ended = np.logical_or(terminated, truncated)
         self.episodes.add(reward, ended)
-        dev = output.device
-        self.rollout.add(Transition(logp, entropy, value, torch.ones_like(value, dtype=torch.bool),
-                                    torch.as_tensor(reward * self.params.reward_scale, dtype=value.dtype, device=dev),
-                                    torch.as_tensor(terminated, device=dev), torch.as_tensor(truncated, device=dev)))
+        dev = action.device
+        feedback = Feedback(torch.ones(len(ended), dtype=torch.bool, device=dev),
+                            torch.as_tensor(reward * self.params.reward_scale, dtype=torch.float32, device=dev),
+                            torch.as_tensor(terminated, device=dev), torch.as_tensor(truncated, device=dev))
         self.obs, self.reset_rows, self.pending = obs, ended, None
         self.env_steps += len(ended)
-        return loss
+        return feedback
 
-    def window_closed(self, ports: list[str]) -> None:
-        if "act" in ports:
-            self.rollout.window_closed()
+    def loss(self, port: str, batch_id: int, output: torch.Tensor) -> torch.Tensor | None:
+        raise CorporationError("task.act is scored by the acting agent's learner (GymTask.learner), not task.loss")
 
     def train_metrics(self) -> dict[str, float]:
         out = {"train/env_steps": float(self.env_steps), "train/episodes": float(self.episodes.count)}
         mean = self.episodes.mean()
         if mean is not None:
             out["train/episode_return"] = mean
-        out.update(self.rollout.read("train"))
         return out
 
     @torch.no_grad()

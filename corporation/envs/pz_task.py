@@ -29,7 +29,7 @@ import torch
 from ..errors import CorporationError, ScenarioError, did_you_mean, short
 from ..registry import TASKS
 from ..tasks.base import Emission, Port, System
-from .a2c import A2CKeys, Episodes, Rollout, Transition
+from .a2c import A2CKeys, ActorCritic, Episodes, Feedback
 from .gym_task import check_acting_agent
 from .spaces import ActionHead, ObsCodec, UnsupportedSpace, action_head
 
@@ -127,9 +127,6 @@ class PZTask:
                                                           params.init_log_std)
                                              for a in agents}
         self.by_port = {f"{port_name(a)}_act": a for a in agents}
-        self.rollouts = {a: Rollout(f"{port_name(a)}_act", params.gamma, params.value_coef, params.entropy_coef,
-                                     params.normalize_advantage)
-                         for a in agents if self.heads[a].has_value}
         self.episodes = {a: Episodes(params.num_envs) for a in agents}
         self.envs = [make_parallel(params.env, params.env_kwargs) for _ in range(params.num_envs)]
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
@@ -137,7 +134,7 @@ class PZTask:
         self.start, self.reset_rows = True, np.zeros(params.num_envs, dtype=bool)
         self.pending: int | None = None
         self.actions: dict[str, torch.Tensor] = {}
-        self.steps: dict[str, Transition] = {}
+        self.feedback: dict[str, Feedback] = {}  # this step's feedback per env agent, filled when it steps
         self.inputs: dict[int, dict[str, torch.Tensor]] = {}
         self.env_steps = 0
 
@@ -188,25 +185,35 @@ class PZTask:
             return self.inputs[batch_id][port]
         return torch.zeros(self.params.num_envs, 0, device=self.device)
 
-    def loss(self, port: str, batch_id: int, output: torch.Tensor) -> torch.Tensor | None:
+    def learner(self, port: str) -> ActorCritic | None:
+        """The acting agent's side of a ``policy`` port (None for a ``direct`` port: scored by ``loss``)."""
+        a = self.by_port[port]
+        if not self.heads[a].has_value:
+            return None
+        return ActorCritic(port, self.heads[a], self.params, functools.partial(self.act, port),
+                           self.generator, f"train/{a}")
+
+    def act(self, port: str, batch_id: int, action: torch.Tensor) -> Feedback:
+        """Env agent ``port``'s actions for batch ``batch_id``; the copies step once every agent has acted
+        (then its feedback is filled)."""
         if batch_id != self.pending:
             raise CorporationError(f"task.{port} got an output for batch {batch_id}, expected {self.pending}")
         a = self.by_port[port]
-        head = self.heads[a]
-        params, value = head.split(output)
-        loss = None
-        if value is None:  # direct: the output is the action
-            self.actions[a] = params.detach()
-        else:
-            loss = self.rollouts[a].on_output(value)
-            action, logp, entropy = head.sample(params, self.generator)
-            self.actions[a] = action
-            valid = torch.as_tensor(self._live(a), device=output.device)
-            self.steps[a] = Transition(logp, entropy, value, valid)
-            self.rollouts[a].add(self.steps[a])
+        self.actions[a] = action
+        feedback = self.feedback[a] = Feedback(torch.as_tensor(self._live(a), device=action.device))
+        if len(self.actions) == len(self.agents):
+            self._step(action.device)
+        return feedback
+
+    def loss(self, port: str, batch_id: int, output: torch.Tensor) -> torch.Tensor | None:
+        """A ``direct`` port: the output, detached and clipped by the env, is the action; no loss."""
+        if batch_id != self.pending:
+            raise CorporationError(f"task.{port} got an output for batch {batch_id}, expected {self.pending}")
+        a = self.by_port[port]
+        self.actions[a] = self.heads[a].split(output)[0].detach()
         if len(self.actions) == len(self.agents):
             self._step(output.device)
-        return loss
+        return None
 
     def _step(self, device: torch.device) -> None:
         n = self.params.num_envs
@@ -227,19 +234,13 @@ class PZTask:
         self.env_steps += n
         for a in self.agents:
             self.episodes[a].add(rew[a], over, live[a])
-            step = self.steps.get(a)
-            if step is not None:
-                step.reward = torch.as_tensor(rew[a] * self.params.reward_scale, device=device)
-                step.terminated = torch.as_tensor(term[a], device=device)
-                step.truncated = torch.as_tensor(trunc[a], device=device)
+            fb = self.feedback.get(a)
+            if fb is not None:
+                fb.reward = torch.as_tensor(rew[a] * self.params.reward_scale, device=device)
+                fb.terminated = torch.as_tensor(term[a], device=device)
+                fb.truncated = torch.as_tensor(trunc[a], device=device)
         self.reset_rows, self.pending = over, None
-        self.actions, self.steps = {}, {}
-
-    def window_closed(self, ports: list[str]) -> None:
-        for port in ports:
-            a = self.by_port.get(port)
-            if a in self.rollouts:
-                self.rollouts[a].window_closed()
+        self.actions, self.feedback = {}, {}
 
     # ----- metrics -----------------------------------------------------------------------------------
     def train_metrics(self) -> dict[str, float]:
@@ -250,8 +251,6 @@ class PZTask:
             if m is not None:
                 out[f"train/{a}/episode_return"] = m
                 means.append(m)
-            if a in self.rollouts:
-                out.update(self.rollouts[a].read(f"train/{a}"))
         out["train/episodes"] = float(self.episodes[self.agents[0]].count)
         if means:
             out["train/episode_return"] = float(np.mean(means))

@@ -91,6 +91,48 @@ class Task(Protocol):
     # (or DataError) when the task cannot work with the agents as configured (e.g. a sequence shorter than
     # a recurrent agent's window, a corpus too short for its streams).
     #
-    # Optional: ``window_closed(ports)`` is called after the locked component feeding those loss ports
-    # ran its backward pass and stepped; a task that holds outputs (to score them later, e.g. an
-    # actor-critic loss that needs the next state's value) must drop them then.
+    # Optional: ``learner(port) -> PortLearner | None``: what lives on the acting agent's side of loss port
+    # ``port`` instead of :class:`TaskLoss` (e.g. an actor-critic that samples actions, keeps the rollout
+    # with its graphs and returns its loss: corporation.envs.a2c). The task then gets only what the learner
+    # hands it (detached actions) and never holds an autograd graph.
+
+
+class PortLearner(Protocol):
+    """The acting agent's side of a loss port: it scores the agent's outputs and lives in the agent
+    (``Agent.loss_ports``), so whatever holds autograd graphs stays in the agent's component."""
+
+    def score(self, batch_id: int, output: torch.Tensor) -> torch.Tensor | None:
+        """The loss to backpropagate in the current update window (None: nothing yet)."""
+        ...
+
+    def window_closed(self) -> None:
+        """The agent's update window ended: graphs from it are spent."""
+        ...
+
+    def at_rest(self) -> bool:
+        """Nothing of the current window is held (a checkpoint may be taken)."""
+        ...
+
+    def read(self) -> dict[str, float]:
+        """Training metrics since the last read."""
+        ...
+
+
+class TaskLoss:
+    """The default learner of a loss port: the task's own loss of the output (``task.loss``)."""
+
+    def __init__(self, task: Task, port: str):
+        self.task = task
+        self.port = port
+
+    def score(self, batch_id: int, output: torch.Tensor) -> torch.Tensor | None:
+        return self.task.loss(self.port, batch_id, output)
+
+    def window_closed(self) -> None:
+        pass
+
+    def at_rest(self) -> bool:
+        return True
+
+    def read(self) -> dict[str, float]:
+        return {}
