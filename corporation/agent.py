@@ -102,8 +102,10 @@ class Agent:
         a spent graph: it arrives detached."""
         if inbox.locked and msg.window < self.component.updates:
             msg = Message(msg.batch_id, msg.h.detach(), msg.sent, msg.start, msg.end, msg.reset, msg.window)
-        inbox.deliver(msg, tick)
+        trained = inbox.deliver(msg, tick)
         if self.trace is not None:
+            if trained is not None:
+                self.trace(tick, "train_i", inbox.spec.key, msg.batch_id, trained)
             self.trace(tick, "deliver", inbox.spec.key, msg.batch_id, msg)
 
     def note_emitted(self, batch_id: int, tick: int) -> None:
@@ -156,8 +158,11 @@ class Agent:
             msg = inbox.get(batch_id)
             read[inbox.spec.key] = msg
             if msg is None and inbox.si is not None:  # forward unlock: I(c) stands in for the missing message
-                h = inbox.si(self.si_context(inbox, batch_id)).detach()
+                context = self.si_context(inbox, batch_id)
+                h = inbox.si(context).detach()
                 self.counts["synthetic_inputs"] += 1
+                if self.trace is not None:
+                    self.trace(tick, "stand_in", inbox.spec.key, batch_id, (context, h))
                 target_id = batch_id
             elif msg is None:  # a back edge of a cycle before its first message: zeros (filled below)
                 inputs.append(None)

@@ -54,7 +54,9 @@ class Event:
     ``idle`` (nothing complete), ``update`` / ``skip`` (the agent's component updated; its own step was
     applied / skipped by p_update), ``target`` (a target reached the sender's M; value: the
     GradientMessage, its ``g`` the per-example target), ``output`` (an agent's output reached a loss port
-    ``agent-task.port``; value: the output tensor, detached)."""
+    ``agent-task.port``; value: the output tensor, detached), ``stand_in`` (I stood in for the missing
+    message of ``batch_id`` on an edge; value: ``(context, h_hat)``, h_hat what the receiver reads) and
+    ``train_i`` (a delivered message trained I; value: ``(context, h, age)``, traced before its ``deliver``)."""
 
     tick: int
     kind: str

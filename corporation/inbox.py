@@ -52,8 +52,10 @@ class Inbox:
     def src(self) -> str:
         return self.spec.src
 
-    def deliver(self, msg: Message, tick: int) -> None:
-        """A message arrives: keep it, train I on it, drop it at once if its receiver is already past it."""
+    def deliver(self, msg: Message, tick: int) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+        """A message arrives: keep it, train I on it, drop it at once if its receiver is already past it.
+        Returns what I was trained on, (context, h, age), or None."""
+        trained = None
         if self.hold:
             self.messages.clear()
         self.messages[msg.batch_id] = msg
@@ -65,7 +67,8 @@ class Inbox:
         if self.si is not None:
             ctx = self.si_context(msg.batch_id) if self.si_context is not None else None
             if ctx is not None:
-                self.si.train_on(ctx, msg.h, tick - msg.sent)
+                trained = (ctx, msg.h, tick - msg.sent)
+                self.si.train_on(*trained)
             if not self.hold and msg.batch_id <= self.last_id:
                 self.messages.pop(msg.batch_id, None)  # too late to be used: it only trained I
         if len(self.messages) > INBOX_LIMIT:
@@ -73,6 +76,7 @@ class Inbox:
                 f"agent '{self.spec.dst}' falls behind edge {self.spec.src} -> {self.spec.dst}: "
                 f"{len(self.messages)} messages wait unread (limit {INBOX_LIMIT}); set 'hold: true' or "
                 "'sample: true' on that edge or give the receiver a faster clock")
+        return trained
 
     def get(self, batch_id: int) -> Message | None:
         return self.newest if self.hold else self.messages.get(batch_id)

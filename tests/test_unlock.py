@@ -6,6 +6,7 @@ synthetic-input declarations are one-line errors naming the key path.
 """
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 from pathlib import Path
@@ -84,61 +85,55 @@ def test_a_receiver_reading_a_synthetic_input_never_waits_for_its_sender(slow):
 
 
 def test_the_stand_in_is_i_of_the_context_of_the_same_id():
-    """What l2 reads at tick t (processing batch t, whose real message is late) is exactly I(x_t).
-    The trace says which id l2 processed and that I stood in; what its body read is seen on its modules
-    (I's and the body's forward: the trace does not carry tensors computed inside an act)."""
+    """What l2 reads at tick t (processing batch t, whose real message is late) is exactly I(x_t): the trace's
+    ``stand_in`` event gives I's context and prediction, and l2's output equals its body on that prediction."""
+    checked: list[int] = []
+    eng: Engine
+
+    def on_event(e: Event) -> None:
+        if e.kind == "stand_in" and e.where == "l1-l2":
+            context, h_hat = e.value
+            assert e.batch_id == e.tick, "l2 processes batch t at tick t"
+            assert torch.equal(context, eng.task.context("x", e.tick)), "I's context is that of the same id"
+            with torch.no_grad():
+                assert torch.equal(h_hat, si(context)), "the stand-in is I's prediction"
+            body = copy.deepcopy(l2.body)  # train mode, as in the act; the copy's BN statistics do not matter
+            with torch.no_grad():
+                pending[e.tick] = l2.project("l3", body(h_hat))
+        if e.kind == "send" and e.where == "l2-l3":
+            assert torch.allclose(e.value.h, pending.pop(e.tick), atol=1e-6), "the body read the stand-in"
+            checked.append(e.tick)
+
+    pending: dict[int, torch.Tensor] = {}
     trace: list[Event] = []
-    eng = engine(["edges.1.latency=2", "edges.1.interface.synthetic_input.context=task.x"], trace=trace.append)
+    eng = engine(["edges.1.latency=2", "edges.1.interface.synthetic_input.context=task.x"],
+                 trace=lambda e: (trace.append(e), on_event(e)))
     si, l2 = eng.edge("l1", "l2")[1].si, eng.agents["l2"]
-    events: list[tuple] = []
-    si_forward, body_forward = si.forward, l2.body.forward
-
-    def spy_si(context):
-        out = si_forward(context)
-        events.append(("I", eng.tick, context, out.detach()))
-        return out
-
-    def spy_body(x):
-        kind, tick, context, out = events[-1]
-        assert kind == "I" and tick == eng.tick, "I was asked for this very input"
-        assert torch.equal(context, eng.task.context("x", eng.tick)), "from the context of the same id"
-        assert torch.equal(x, out), "and its prediction is what the body reads"
-        events.append(("body", eng.tick))
-        return body_forward(x)
-    si.forward, l2.body.forward = spy_si, spy_body
     for _ in range(6):
         eng.step()
-    assert sum(e[0] == "body" for e in events) == 6
+    assert checked == list(range(6))
     acts = [(e.tick, e.batch_id, e.value["l1-l2"]) for e in trace if e.kind == "act" and e.where == "l2"]
     assert acts == [(t, t, None) for t in range(6)], "l2 processed batch t at tick t, with I standing in"
 
 
 def test_i_target_is_the_real_message_for_the_same_id():
     """Each real message l1 sends trains I once, on its arrival: the target is that very message, the
-    context that of the same id, the age the edge latency. Sends and deliveries come from the trace; I's
-    training step has no trace event, so ``I.train_on`` (a method of l2's own I) is wrapped."""
-    log: list[tuple] = []  # in the order things happen: ("send" | "deliver", msg) and ("train", ...)
+    context that of the same id, the age the edge latency (the trace's send, train_i and deliver events)."""
+    log: list[tuple] = []  # in the order things happen: ("send" | "train_i" | "deliver", value, tick)
     images: dict[int, torch.Tensor] = {}  # batch id -> the task's x for it (what l1 read)
 
     def on_event(e: Event) -> None:
-        if e.kind in ("send", "deliver") and e.where == "l1-l2":
+        if e.kind in ("send", "deliver", "train_i") and e.where == "l1-l2":
             log.append((e.kind, e.value, e.tick))
         if e.kind == "deliver" and e.where == "task.x-l1":
             images[e.batch_id] = e.value.h
 
     eng = engine(["edges.1.latency=2", "edges.1.interface.synthetic_input.context=task.x"], trace=on_event)
-    si = eng.edge("l1", "l2")[1].si
-    train_on = si.train_on
-
-    def spy_train(context, h, age):
-        log.append(("train", (context, h, age), eng.tick))
-        return train_on(context, h, age)
-    si.train_on = spy_train
     for _ in range(10):
         eng.step()
     sent = {m.batch_id: m for kind, m, _ in log if kind == "send"}
     assert sorted(sent) == list(range(10))
-    trains = [i for i, (kind, _, _) in enumerate(log) if kind == "train"]
+    trains = [i for i, (kind, _, _) in enumerate(log) if kind == "train_i"]
     assert len(trains) == 8, "one step per real message delivered (ids 0-7 arrive by tick 9)"
     ids = []
     for i in trains:
