@@ -65,7 +65,7 @@ class Agent:
         self.live: list[int] = []  # emitted ids this agent may still process (fed when it needs them)
         self.trace: Callable[..., None] | None = None
         self.state: Any = None
-        self.state_sg = None  # M on the carried state (state.kind: dni), set by the engine
+        self.state_sg = None  # M on the carried state (state.kind: dni), set at wiring (set_state_sg)
         self.window_leaf: tuple[torch.Tensor, ...] | None = None  # state at the window start, a leaf
         self.window_fresh = False  # the window began with a new sequence: the last boundary had no future
         self.boundary = 0  # window boundaries passed: the ids of the state M's records
@@ -80,6 +80,17 @@ class Agent:
         self.counts = {"acted": 0, "updates": 0, "skipped": 0, "idle": 0, "synthetic_inputs": 0}
 
     # ----- wiring (by the engine, at construction) ---------------------------------------------------
+    def place(self, device: torch.device) -> None:
+        """The device this agent's modules live on (messages it reads are moved there by their senders)."""
+        self.device = device
+
+    def set_state_sg(self, state_sg: Any) -> None:
+        """M on the carried state (``state.kind: dni``)."""
+        self.state_sg = state_sg
+
+    def set_trace(self, trace: Callable[..., None] | None) -> None:
+        self.trace = trace
+
     def add_inbox(self, inbox: Inbox) -> None:
         self.inboxes.append(inbox)
 
@@ -327,6 +338,10 @@ class Agent:
         """The body output as sent to ``dst``: through the head toward ``dst`` if there is one."""
         key = head_key(dst)
         return self.heads[key](out) if key in self.heads else out
+
+    def reset_eval_state(self) -> None:
+        """Forget the evaluation's recurrent state (before a new test sequence)."""
+        self.eval_state = None
 
     def forward_eval(self, x: torch.Tensor, start: bool = False) -> torch.Tensor:
         """The body on real inputs, with the evaluation's own recurrent state."""

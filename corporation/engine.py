@@ -35,7 +35,7 @@ from .inbox import Inbox
 from .messages import Message
 from .optim import step_together
 from .outbox import Outbox
-from .placement import place
+from .placement import Placement, place
 from .registry import TASKS
 from .schema import to_plain
 from .seeding import generator
@@ -73,7 +73,8 @@ class Engine:
     target deliveries in a random order (the latency >= 1 independence check of the tests)."""
 
     def __init__(self, scenario: Scenario, device: str | None = None, checkpoints: bool = False,
-                 trace: Callable[[Event], None] | None = None, shuffle: int | None = None):
+                 trace: Callable[[Event], None] | None = None, shuffle: int | None = None,
+                 placement: Placement | None = None, worker: int = 0, transport: LocalTransport | None = None):
         self.scenario = scenario
         self.graph: Graph = build_graph(scenario)
         self.device = resolve_device(device or scenario.device)
@@ -83,7 +84,7 @@ class Engine:
         # a check, not a mode: every tick runs the agents, the components and the targets in an order drawn
         # from this seed (with latency >= 1 everywhere the results must not change: workers may run at once)
         self._shuffle = random.Random(shuffle) if shuffle is not None else None
-        self.transport = LocalTransport()
+        self.transport = transport if transport is not None else LocalTransport()
         self.horizon = 2 + max([e.latency + e.back_latency for e in scenario.edges], default=0)
         g = self.graph
         self.agents: dict[str, Agent] = {name: build_agent(scenario, g, name, self.agent_device(name), self.horizon)
@@ -96,8 +97,21 @@ class Engine:
         # what the task posts at every emission: emitted ids and port contexts, to the agents that need them
         self._id_channels = [f"ids>{n}" for n, a in self.agents.items() if a.needs_live_ids()]
         self._context_channels = [(f"context:{p}>{n}", p) for n, a in self.agents.items() for p in a.port_contexts]
-        self.placement = place(scenario, g)  # the local engine: one worker runs every component
-        mine = set(self.placement.agents_of(0))
+        # every worker builds every agent (same generators, same draws); it runs only its own components
+        self.placement = placement if placement is not None else place(scenario, g)
+        self.worker = worker
+        mine = set(self.placement.agents_of(worker))
+        self.mine = [n for n in g.order if n in mine]  # this worker's agents, in execution order
+        local = mine.__contains__
+        self._message_channels = [c for c, e in zip(self._message_channels, [e for e in scenario.edges
+                                  if not is_port(e.dst)]) if local(e.dst)]
+        self._port_edges = [e for e in self._port_edges if local(e.dst)]
+        keep = {o.channel for n in self.mine for o in self.agents[n].outboxes}
+        self._target_channels = [c for c in self._target_channels if c in keep]
+        self._target_outboxes = [o for o in self._target_outboxes if o.channel in keep]
+        self._loss_agents = [n for n in self._loss_agents if local(n)]
+        self._id_channels = [c for c in self._id_channels if local(c.split(">", 1)[1])]
+        self._context_channels = [(c, p) for c, p in self._context_channels if local(c.split(">", 1)[1])]
         self.components = [Component([self.agents[n] for n in comp], self.transport,
                                      self._trace if trace is not None else None)
                            for comp in g.components if comp[0] in mine]
@@ -137,7 +151,7 @@ class Engine:
     def _step(self) -> None:
         t = self.tick
         transport = self.transport
-        transport.now = t
+        transport.begin(t)
         emission = self.task.emit(t)
         if emission is not None:
             if self.trace is not None:
@@ -158,7 +172,7 @@ class Engine:
                     self._trace(t, "send", e.key, t, msg)
                 transport.post("message", e.key, msg, t + e.latency)
         transport.poll(t, "message", self._message_channels)
-        order, components, targets = self.graph.order, self.components, self._target_channels
+        order, components, targets = self.mine, self.components, self._target_channels
         if self._shuffle is not None:
             order, components, targets = (self._shuffle.sample(x, len(x)) for x in (order, components, targets))
         for name in order:
@@ -168,6 +182,7 @@ class Engine:
         due = [c for c in components if c.due()]
         if due:
             backward_together(due, t)
+        transport.flush(t)  # a distributed transport exchanges this tick's cross-worker items here
         transport.poll(t, "target", targets)
         trained = [(o, loss) for o in self._target_outboxes if o.targets
                    for loss in [o.train()] if loss is not None]
@@ -185,7 +200,7 @@ class Engine:
     def _regression_losses(self) -> list[tuple[str, torch.Tensor]]:
         """The running loss sums of every M, I and Aux head (non-finite as soon as one loss was)."""
         out = []
-        for name in self.graph.order:
+        for name in self.mine:
             agent = self.agents[name]
             for o in agent.outboxes:
                 stats = getattr(o.sg, "stats", None)
@@ -204,7 +219,8 @@ class Engine:
     def check_parameters(self) -> None:
         """Raise :class:`Diverged` naming the first agent (or its M / I) holding a non-finite parameter."""
         named = []
-        for name, agent in self.agents.items():
+        for name in self.mine:
+            agent = self.agents[name]
             for i, module in enumerate(agent.modules()):
                 owner = f"agent '{name}'" if i < 2 else f"a synthesizer of agent '{name}'"
                 named += [(f"parameter {pname} of {owner}", p) for pname, p in module.named_parameters()]
@@ -215,8 +231,11 @@ class Engine:
     def _forget(self) -> None:
         """The task forgets batches no loss port can still score (behind every loss-port agent)."""
         if not self._loss_agents:
-            return
-        below = min(self.agents[n].last_id for n in self._loss_agents) - self.horizon
+            if self.placement.workers == 1:
+                return
+            below = self.tick - self.horizon  # a worker without loss agents never scores a batch
+        else:
+            below = min(self.agents[n].last_id for n in self._loss_agents) - self.horizon
         if below > self._forgot:
             self._forgot = below
             self.task.forget(below)
@@ -269,7 +288,7 @@ class Engine:
         """Forget evaluation state (recurrent states, held messages) before a new test sequence."""
         self._held.clear()
         for agent in self.agents.values():
-            agent.eval_state = None
+            agent.reset_eval_state()
 
     def evaluate(self) -> dict[str, float]:
         """Test metrics from the task, on the composed system (modules in eval mode meanwhile)."""
@@ -297,16 +316,20 @@ class Engine:
         return out
 
     def _collect(self) -> dict[str, float]:
-        out = dict(self.task.train_metrics())
-        for name in self.graph.order:  # learners beside the agents (e.g. an actor-critic's loss terms)
+        task = dict(self.task.train_metrics())
+        out = task if self._loss_agents or self.placement.workers == 1 else {}  # scored on one worker
+        mine = set(self.mine)
+        for name in self.mine:  # learners beside the agents (e.g. an actor-critic's loss terms)
             for learner in self.agents[name].loss_ports.values():
                 out.update(learner.read())
         for key, outbox, inbox in self._edges:
-            if outbox.sg is not None:
+            if outbox.sg is not None and outbox.spec.src in mine:
                 out.update(outbox.sg.stats.read(f"sg/{key}"))
-            if inbox.si is not None:
+            if inbox.si is not None and inbox.spec.dst in mine:
                 out.update(inbox.si.stats.read(f"si/{key}"))
         for name, agent in self.agents.items():
+            if name not in mine:
+                continue
             if agent.state_sg is not None:
                 out.update(agent.state_sg.stats.read(f"sg/{name}-state"))
             if agent.aux is not None:

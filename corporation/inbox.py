@@ -42,7 +42,7 @@ class Inbox:
         self.contexts: dict[int, torch.Tensor] = {}  # batch id -> h, as context of another edge's I
         self.last_id = -1  # how far the receiver has got
         # set by the receiver: I's context for a batch id (None when it is not there yet)
-        self.si_context: Callable[[int], torch.Tensor | None] | None = None
+        self.si_context: Callable[[int], torch.Tensor | None] | None = None  # see use_si_context
 
     def zeros(self, rows: int) -> torch.Tensor:
         """The message a back edge reads before its first one arrives."""
@@ -51,6 +51,10 @@ class Inbox:
     @property
     def src(self) -> str:
         return self.spec.src
+
+    def use_si_context(self, context: Callable[[int], torch.Tensor | None]) -> None:
+        """Where I's context for a batch id comes from (the receiver's task-port contexts or another inbox)."""
+        self.si_context = context
 
     def deliver(self, msg: Message, tick: int) -> tuple[torch.Tensor, torch.Tensor, int] | None:
         """A message arrives: keep it, train I on it, drop it at once if its receiver is already past it.

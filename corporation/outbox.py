@@ -35,6 +35,10 @@ class Outbox:
         self.device: torch.device | None = None  # the receiver's device (messages move there)
         self.targets: list[tuple[GradientMessage, int]] = []  # received this tick, not yet trained on
 
+    def deliver_to(self, device: torch.device) -> None:
+        """The receiver's device: messages are moved there when sent."""
+        self.device = device
+
     @property
     def dst(self) -> str:
         return self.spec.dst

@@ -6,9 +6,10 @@ a component's device is its members' (``agents.<name>.device``, else the scenari
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
-from .errors import ScenarioError
+from .errors import ScenarioError, did_you_mean
 from .graph import Graph
 from .spec import Scenario, is_port
 
@@ -29,6 +30,9 @@ def place(scenario: Scenario, graph: Graph, workers: int = 1, explicit: dict[str
     """Place every component on a worker (``explicit`` agent -> worker wins; the rest on worker 0) and check
     the rules; each agent's device is its own or the scenario's."""
     explicit = explicit or {}
+    for a in explicit:
+        if a not in scenario.agents:
+            raise ScenarioError(f"no agent '{a}'{did_you_mean(a, scenario.agents)}", f"engine.placement.{a}")
     worker: dict[str, int] = {}
     for comp in graph.components:
         chosen = {explicit[a] for a in comp if a in explicit}
@@ -48,3 +52,57 @@ def place(scenario: Scenario, graph: Graph, workers: int = 1, explicit: dict[str
                                 "it needs latency >= 1 (set 'latency: 1')", f"edges.{i}.latency")
     device = {a: spec.device or scenario.device for a, spec in scenario.agents.items()}
     return Placement(workers, worker, device)
+
+
+def cost(scenario: Scenario, graph: Graph, sizes: dict[str, int]) -> dict[str, float]:
+    """The documented cost estimate of an agent: its parameter count (``sizes``) times how often it acts
+    (1 / clock period): the multiply-adds per tick of a dense network, up to the batch size."""
+    return {a: (sizes.get(a, 0) + 1) / scenario.agents[a].clock.period for a in graph.order}
+
+
+def infer(scenario: Scenario, graph: Graph, workers: int, sizes: dict[str, int],
+          explicit: dict[str, int] | None = None) -> dict[str, int]:
+    """An agent -> worker map for ``workers`` workers: agents joined by backprop or latency-0 edges (which
+    cannot cross workers) form units, and so do the agents feeding loss ports (the task is scored on one
+    worker); units are assigned largest first to the least loaded worker (by :func:`cost`); ``explicit``
+    agents keep their worker and bring their unit along."""
+    explicit = dict(explicit or {})
+    for a in explicit:
+        if a not in scenario.agents:
+            raise ScenarioError(f"no agent '{a}'{did_you_mean(a, scenario.agents)}", f"engine.placement.{a}")
+    parent = {a: a for a in graph.order}
+
+    def root(a: str) -> str:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    def join(a: str, b: str) -> None:
+        parent[root(a)] = root(b)
+
+    for e in scenario.edges:
+        if not is_port(e.src) and not is_port(e.dst) and (e.latency < 1 or e.interface is None
+                                                           or e.interface.kind == "backprop"):
+            join(e.src, e.dst)
+    feeders = [e.src for e in scenario.edges if is_port(e.dst) and not is_port(e.src)]
+    for a, b in itertools.pairwise(feeders):
+        join(a, b)
+    units: dict[str, list[str]] = {}
+    for a in graph.order:
+        units.setdefault(root(a), []).append(a)
+    weight = cost(scenario, graph, sizes)
+    load = [0.0] * workers
+    out: dict[str, int] = {}
+    pinned = [(u, {explicit[a] for a in u if a in explicit}) for u in units.values()]
+    for unit, chosen in pinned:
+        if chosen:  # named agents keep their worker (place() then checks the rules); the rest follow
+            w = min(chosen)
+            out.update({a: explicit.get(a, w) for a in unit})
+            load[w] += sum(weight[a] for a in unit)
+    free = sorted((u for u, chosen in pinned if not chosen), key=lambda u: (-sum(weight[a] for a in u), u[0]))
+    for unit in free:
+        w = min(range(workers), key=lambda k: (load[k], k))
+        out.update({a: w for a in unit})
+        load[w] += sum(weight[a] for a in unit)
+    return out

@@ -228,6 +228,33 @@ class TrainSpec:
         return self.log_every or self.eval_every
 
 
+MAX_WORKERS = 64
+
+
+@dataclass
+class EngineSpec:
+    """``engine:`` where the components run. ``local`` (default): one process. ``distributed``: ``workers``
+    processes joined by torch.distributed (``run --workers K`` or torchrun); ``placement`` maps agents to
+    workers (the rest are placed by :func:`corporation.placement.infer`); ``mode: lockstep`` gives the local
+    engine's metrics to float tolerance (docs/distributed.md)."""
+
+    kind: Literal["local", "distributed"] = "local"
+    workers: int = 1
+    placement: dict[str, int] = field(default_factory=dict)
+    mode: Literal["lockstep"] = "lockstep"
+
+    def check(self, path: str) -> None:
+        positive(self.workers, path, "workers")
+        at_most(self.workers, MAX_WORKERS, path, "workers", "worker processes")
+        if self.kind == "local" and self.workers != 1:
+            raise ScenarioError(f"a local engine has one worker, got {self.workers}: set engine.kind: distributed "
+                                "(or pass --workers K)", f"{path}.workers")
+        for agent, w in self.placement.items():
+            if not 0 <= w < self.workers:
+                raise ScenarioError(f"worker {w} for agent '{agent}' does not exist ({self.workers} workers: "
+                                    f"0..{self.workers - 1})", f"{path}.placement.{agent}")
+
+
 @dataclass
 class Scenario:
     name: str
@@ -238,6 +265,7 @@ class Scenario:
     device: str = "auto"
     interface: InterfaceSpec = field(default_factory=InterfaceSpec)
     train: TrainSpec = field(default_factory=TrainSpec)
+    engine: EngineSpec = field(default_factory=EngineSpec)
 
     def check(self, path: str) -> None:
         if not NAME_RE.fullmatch(self.name) or len(self.name) > MAX_NAME:

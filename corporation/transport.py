@@ -29,11 +29,19 @@ class LocalTransport:
         self._queues[(kind, channel)] = deque()
         self._sinks[(kind, channel)] = sink
 
+    def begin(self, tick: int) -> None:
+        """A new tick starts: items posted for ``tick`` itself are delivered at once from now on."""
+        self.now = tick
+
     def post(self, kind: Kind, channel: str, item: Any, due: int) -> None:
         if kind == "message" and due <= self.now:
             self._sinks[(kind, channel)](item, self.now)
         else:
             self._queues[(kind, channel)].append((due, item))
+
+    def flush(self, tick: int) -> None:
+        """End of a tick's work: nothing to exchange in process (a distributed transport sends and receives
+        the tick's cross-worker items here)."""
 
     def poll(self, tick: int, kind: Kind, channels: list[str] | None = None) -> None:
         """Deliver this kind's items due by ``tick`` (all channels, or ``channels`` in that order)."""

@@ -72,10 +72,10 @@ def build_agent(scenario: Scenario, graph: Graph, name: str, device: torch.devic
         init_parameters(head, gen)
         heads[head_key(dst)] = head.to(device)
     agent = Agent(name, spec, body, heads, gen, horizon)
-    agent.device = device
+    agent.place(device)
     if spec.state.kind == "dni":
         factory = SYNTHESIZERS.get(spec.state.sg.kind).factory
-        agent.state_sg = factory(spec.state.sg, body.state_size(), 0, gen, device, spec.optimizer)
+        agent.set_state_sg(factory(spec.state.sg, body.state_size(), 0, gen, device, spec.optimizer))
     return agent
 
 
@@ -125,7 +125,7 @@ def wire(scenario: Scenario, graph: Graph, agents: dict[str, Agent], transport: 
             clock = None if is_port(e.dst) else scenario.agents[e.dst].clock
             outbox = Outbox(e, t, clock, sgs.get((e.src, e.dst)), (e.src, e.dst) in sis)
             if not is_port(e.dst):
-                outbox.device = agent_device(scenario, e.dst, default_device)
+                outbox.deliver_to(agent_device(scenario, e.dst, default_device))
             else:
                 port = e.dst[len(TASK_PREFIX):]
                 agent.add_loss_port(port, port_learner(task, port))
@@ -140,7 +140,7 @@ def wire(scenario: Scenario, graph: Graph, agents: dict[str, Agent], transport: 
             if inbox.si is None:
                 continue
             source = inbox.spec.interface.synthetic_input.context
-            inbox.si_context = functools.partial(agent.si_context, inbox)
+            inbox.use_si_context(functools.partial(agent.si_context, inbox))
             if is_port(source):
                 agent.add_port_context(source[len(TASK_PREFIX):])
             else:
@@ -149,7 +149,7 @@ def wire(scenario: Scenario, graph: Graph, agents: dict[str, Agent], transport: 
             t.connect("message", f"context:{port}>{name}", store.deliver)
         if agent.needs_live_ids():
             t.connect("message", f"ids>{name}", agent.note_emitted)
-        agent.trace = trace
+        agent.set_trace(trace)
     target_channels = [e.key for a in reversed(g.order) for e in reversed(g.out_edges(a))
                        if not is_port(e.dst) and e.interface is not None and e.interface.kind == "dni"]
     for name in g.order:

@@ -87,6 +87,10 @@ class Feedback:
     terminated: torch.Tensor | None = None  # (N,) bool
     truncated: torch.Tensor | None = None  # (N,) bool
 
+    def fill(self, reward: torch.Tensor, terminated: torch.Tensor, truncated: torch.Tensor) -> None:
+        """The environment has stepped."""
+        self.reward, self.terminated, self.truncated = reward, terminated, truncated
+
 
 @dataclass
 class Transition:

@@ -236,9 +236,8 @@ class PZTask:
             self.episodes[a].add(rew[a], over, live[a])
             fb = self.feedback.get(a)
             if fb is not None:
-                fb.reward = torch.as_tensor(rew[a] * self.params.reward_scale, device=device)
-                fb.terminated = torch.as_tensor(term[a], device=device)
-                fb.truncated = torch.as_tensor(trunc[a], device=device)
+                fb.fill(torch.as_tensor(rew[a] * self.params.reward_scale, device=device),
+                        torch.as_tensor(term[a], device=device), torch.as_tensor(trunc[a], device=device))
         self.reset_rows, self.pending = over, None
         self.actions, self.feedback = {}, {}
 

@@ -91,6 +91,10 @@ class Task(Protocol):
     # (or DataError) when the task cannot work with the agents as configured (e.g. a sequence shorter than
     # a recurrent agent's window, a corpus too short for its streams).
     #
+    # Optional: ``paced`` (class attribute, True for an environment): emits only once its action ports
+    # answered. ``adaptive`` (class attribute): the stream depends on the scores (a curriculum). Neither can
+    # be rebuilt on every worker of a distributed run (corporation.distributed refuses them for now).
+    #
     # Optional: ``learner(port) -> PortLearner | None``: what lives on the acting agent's side of loss port
     # ``port`` instead of :class:`TaskLoss` (e.g. an actor-critic that samples actions, keeps the rollout
     # with its graphs and returns its loss: corporation.envs.a2c). The task then gets only what the learner

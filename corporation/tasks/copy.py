@@ -165,6 +165,7 @@ class Copy:
     """The copy task; :class:`RepeatCopy` changes only the sequence layout and the curriculum."""
 
     repeat = False
+    adaptive = True  # the curriculum follows the scores: the stream cannot be rebuilt on another worker
 
     def __init__(self, params: CopyParams, device: torch.device, generator: torch.Generator):
         self.params = params

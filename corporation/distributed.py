@@ -1,0 +1,244 @@
+"""The distributed engine: the components of one scenario on K worker processes joined by torch.distributed.
+
+Every worker builds the whole scenario from the same seed (the same generators, the same draws, so every
+agent's initial parameters are identical everywhere) and rebuilds the task as a data stream: inputs, labels
+and contexts never travel. Each worker then runs only its own components (:mod:`corporation.placement`);
+messages and targets on cross-worker edges travel through :class:`~corporation.p2p.P2PTransport`.
+
+``lockstep`` mode: each tick every worker does its agents' work, then exchanges that tick's cross-worker
+items with every peer. A cross-worker edge has latency >= 1, so what an agent reads at tick t was sent
+before t and has arrived: the workers compute each tick at the same time, and the metrics equal the local
+engine's (invariant 6: to float tolerance; in practice identical on one machine).
+
+Metrics: worker 0 gathers every worker's metrics at each log (the task's from the worker that scores it);
+evaluation gathers the agents' parameters on worker 0, which composes them. Worker 0 writes the run folder.
+
+Launch: ``python -m corporation run FILE --workers K`` starts K local processes (:func:`launch`);
+``torchrun --nproc-per-node K -m corporation run FILE`` starts them itself (the env:// rendezvous). A worker
+that fails or dies ends the run: the launcher stops the others and names the worker (see :func:`launch`).
+"""
+from __future__ import annotations
+
+import datetime
+import functools
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from .engine import Engine
+from .errors import CorporationError, ScenarioError
+from .graph import build_graph
+from .p2p import P2PTransport
+from .placement import Placement, infer, place
+from .registry import TASKS
+from .spec import Scenario, is_port
+from .wiring import build_agent, resolve_device
+
+DEFAULT_TIMEOUT = 60.0  # seconds a worker waits for a peer before the run is declared failed
+
+
+def check_distributable(scenario: Scenario) -> None:
+    """What the distributed engine cannot run yet, as one-line errors naming the key."""
+    factory = TASKS.get(scenario.task.kind).factory
+    if getattr(factory, "paced", False):
+        raise ScenarioError(f"task '{scenario.task.kind}' is an environment: distributed runs take data-stream "
+                            "tasks only for now; run it with the local engine (engine.kind: local)", "engine.kind")
+    if getattr(factory, "adaptive", False):
+        raise ScenarioError(f"task '{scenario.task.kind}' adapts its stream to the scores (a curriculum), so it "
+                            "cannot be rebuilt on every worker; run it with the local engine", "engine.kind")
+
+
+def plan(scenario: Scenario, workers: int) -> Placement:
+    """The placement of ``scenario`` on ``workers`` workers (explicit ``engine.placement`` wins, the rest is
+    inferred by cost), checked against the placement rules."""
+    check_distributable(scenario)
+    graph = build_graph(scenario)
+    cpu = torch.device("cpu")
+    sizes = {}
+    for name in graph.order:  # parameter counts for the cost estimate (the same models the workers build)
+        agent = build_agent(scenario, graph, name, cpu, 2)
+        sizes[name] = sum(p.numel() for m in (agent.body, agent.heads) for p in m.parameters())
+    chosen = infer(scenario, graph, workers, sizes, scenario.engine.placement)
+    placement = place(scenario, graph, workers, chosen)
+    feeders = {placement.worker[e.src] for e in scenario.edges if is_port(e.dst) and not is_port(e.src)}
+    if len(feeders) > 1:
+        raise ScenarioError(f"the agents feeding task loss ports are on workers {sorted(feeders)}: the task is "
+                            "scored on one worker; place them together", "engine.placement")
+    return placement
+
+
+class DistributedEngine(Engine):
+    """The engine of one worker (rank) of a distributed run (module doc)."""
+
+    def __init__(self, scenario: Scenario, placement: Placement, rank: int, device: str | None = None):
+        g = build_graph(scenario)
+        world = placement.workers
+        worker = placement.worker
+        edges = [e for e in scenario.edges if not is_port(e.src) and not is_port(e.dst)]
+        remote: dict[tuple[Any, str], int] = {}
+        for e in edges:
+            src, dst = worker[e.src], worker[e.dst]
+            if src == rank and dst != rank:
+                remote[("message", e.key)] = dst
+            if dst == rank and src != rank:
+                remote[("target", e.key)] = src
+        devices = {}
+        for e in edges:
+            if worker[e.dst] == rank:
+                devices[("message", e.key)] = resolve_device(placement.device[e.dst] if device is None else device)
+            if worker[e.src] == rank:
+                devices[("target", e.key)] = resolve_device(placement.device[e.src] if device is None else device)
+        del g
+        transport = P2PTransport(rank, world, sorted(e.key for e in edges), remote, devices)
+        super().__init__(scenario, device=device, placement=placement, worker=rank, transport=transport)
+        self.rank, self.world = rank, world
+        self.timing = {"busy": 0.0}
+        self.cannot_checkpoint = "distributed runs write no checkpoints yet"
+
+    def _step(self) -> None:
+        started = time.perf_counter()
+        super()._step()
+        self.timing["busy"] += time.perf_counter() - started
+
+    def _collect(self) -> dict[str, float]:
+        own = super()._collect()
+        exchange = self.transport.exchange_seconds
+        own[f"time/worker{self.rank}/busy"] = self.timing["busy"] - exchange
+        own[f"time/worker{self.rank}/exchange"] = exchange
+        gathered: list[Any] = [None] * self.world if self.rank == 0 else None
+        dist.gather_object(own, gathered, dst=0)
+        if self.rank != 0:
+            return {}
+        out: dict[str, float] = {}
+        for part in gathered:
+            out.update(part)
+        return out
+
+    def _evaluate(self) -> dict[str, float]:
+        mine = {n: [m.state_dict() for m in self.agents[n].modules()] for n in self.mine}
+        gathered: list[Any] = [None] * self.world if self.rank == 0 else None
+        dist.gather_object(mine, gathered, dst=0)
+        if self.rank != 0:
+            return {}
+        for part in gathered:
+            for name, states in part.items():
+                if name in self.mine:
+                    continue
+                for module, state in zip(self.agents[name].modules(), states):
+                    module.load_state_dict(state)
+        return super()._evaluate()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_worker(rank: int, world: int, init_method: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+    dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=timeout))
+
+
+def _worker(rank: int, world: int, init_method: str, scenario: Scenario, placement: Placement, threads: int,
+            lead: Any, timeout: float) -> None:
+    torch.set_num_threads(threads)
+    init_worker(rank, world, init_method, timeout)
+    try:
+        engine = DistributedEngine(scenario, placement, rank)
+        if rank == 0 and lead is not None:
+            lead(engine)
+        else:
+            engine.run()
+    finally:
+        dist.destroy_process_group()
+
+
+def launch(scenario: Scenario, workers: int, lead: Any = None, threads: int = 1,
+           timeout: float = DEFAULT_TIMEOUT) -> Placement:
+    """Run ``scenario`` on ``workers`` local processes (``spawn``), one intra-op thread each by default.
+    ``lead(engine)`` runs on worker 0 (e.g. the runner's training loop that writes the run folder); other
+    workers just run. A worker that raises or dies ends the run: the others are stopped at once and a
+    :class:`CorporationError` names the worker (its exit code; a lost peer otherwise times out after
+    ``timeout`` seconds)."""
+    placement = plan(scenario, workers)
+    init = f"tcp://127.0.0.1:{free_port()}"
+    ctx = mp.start_processes(_worker, args=(workers, init, scenario, placement, threads, lead, timeout),
+                             nprocs=workers, join=False, start_method="spawn")
+    try:
+        while not ctx.join(timeout=0.5):
+            pass
+    except mp.ProcessRaisedException as e:
+        _stop(ctx)
+        last = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise CorporationError(f"worker {e.error_index} failed: {last}") from None
+    except mp.ProcessExitedException as e:
+        _stop(ctx)
+        raise CorporationError(f"worker {e.error_index} died (exit code {e.exit_code}); the run stopped") from None
+    return placement
+
+
+def _stop(ctx: Any) -> None:
+    for p in ctx.processes:
+        if p.is_alive():
+            p.terminate()
+    for p in ctx.processes:
+        p.join(5)
+        if p.is_alive():
+            p.kill()
+
+
+def under_torchrun() -> bool:
+    """Whether this process was started by torchrun (its env:// rendezvous variables are set)."""
+    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
+
+
+def torchrun_worker(scenario: Scenario, lead: Any = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """This process's share of a torchrun launch (rank and world from the environment)."""
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    placement = plan(scenario, world)
+    _worker(rank, world, "env://", scenario, placement, int(os.environ.get("OMP_NUM_THREADS", "1")),
+            lead, timeout)
+    if rank != 0:
+        sys.exit(0)
+
+
+def _lead(engine: DistributedEngine, path: str, progress: bool | None, quiet: bool, overwrite: bool) -> None:
+    """Worker 0 of a launched run: the runner's training loop, writing the run folder."""
+    from .runfolder import open_folder
+    from .runner import _train
+    from .scenario import dump
+
+    with open_folder(Path(path), overwrite=overwrite) as folder:
+        folder.write_text("scenario.yaml", dump(engine.scenario))
+        _train(engine, folder, folder.metrics(), progress, quiet, {})
+
+
+def run_distributed(scenario: Scenario, out: Path | None = None, progress: bool | None = None,
+                    quiet: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    """``run`` for ``engine.kind: distributed``: one run folder written by worker 0; returns the summary."""
+    from .runfolder import check_out, claim_default
+
+    if out is not None:
+        out = Path(out)
+        check_out(out, overwrite)
+    plan(scenario, scenario.engine.workers)  # placement errors before anything is created
+    if under_torchrun():
+        path = out if out is not None else Path("runs") / f"{scenario.name}-{scenario.seed}-torchrun"
+        torchrun_worker(scenario, functools.partial(_lead, path=str(path), progress=progress, quiet=quiet,
+                                                    overwrite=True))
+    else:
+        path = out if out is not None else claim_default(scenario.name, scenario.seed)
+        if not quiet:
+            print(f"run folder: {path} ({scenario.engine.workers} workers)", file=sys.stderr)
+        launch(scenario, scenario.engine.workers, functools.partial(_lead, path=str(path), progress=progress,
+                                                                    quiet=quiet, overwrite=overwrite))
+    return json.loads((path / "summary.json").read_text())

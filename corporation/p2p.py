@@ -1,0 +1,125 @@
+"""The distributed transport: messages and targets between workers over ``torch.distributed`` P2P.
+
+Each worker runs its own components (:mod:`corporation.placement`). An item posted on a channel whose other
+half lives on another worker is kept until the end of the tick's work (:meth:`P2PTransport.flush`); then
+every worker sends each peer a count and, for each item, a small fixed header followed by its payload, and
+receives the same from each peer (``isend`` to every peer first, then blocking ``recv``: no ordering
+deadlock). Received items join the local queues with their due tick, so the receiver's half sees exactly
+what the local transport would deliver: cross-worker edges have latency >= 1, so a message sent at tick t
+is due at t + 1 at the earliest and has arrived by then (``lockstep``). Targets may have back latency 0:
+they are exchanged before the tick's targets are polled.
+
+Header (int64, :data:`HEADER` entries): kind (0 message, 1 target), channel index, due tick, batch id,
+sent tick, start, end, window, has-reset, dtype code, ndim, then the shape (up to :data:`MAX_DIMS` dims).
+Payloads travel on the CPU with gloo (moved to the receiver's device by the receiving half).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from .messages import GradientMessage, Message
+from .transport import Kind, LocalTransport
+
+MAX_DIMS = 6
+HEADER = 11 + MAX_DIMS
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.bool,
+          torch.uint8]
+
+
+def _header(kind: Kind, channel: int, due: int, item: Message | GradientMessage) -> tuple[torch.Tensor,
+                                                                                         list[torch.Tensor]]:
+    """The header and payload tensors of one item."""
+    if kind == "message":
+        h, reset = item.h.detach(), item.reset
+        flags = [item.batch_id, item.sent, int(item.start), int(item.end), item.window, int(reset is not None)]
+    else:
+        h, reset = item.g.detach(), None
+        flags = [item.batch_id, item.sent, 0, 0, -1, 0]
+    if h.dim() > MAX_DIMS:
+        raise ValueError(f"a message of {h.dim()} dims cannot cross workers (at most {MAX_DIMS})")
+    shape = list(h.shape) + [0] * (MAX_DIMS - h.dim())
+    head = torch.tensor([0 if kind == "message" else 1, channel, due, *flags, DTYPES.index(h.dtype), h.dim(),
+                         *shape], dtype=torch.int64)
+    payload = [h.contiguous().cpu()]
+    if reset is not None:
+        payload.append(reset.to(torch.uint8).cpu())
+    return head, payload
+
+
+class P2PTransport(LocalTransport):
+    """The local queues plus the exchange with the other workers at each tick's :meth:`flush`.
+
+    ``remote[(kind, channel)]`` is the rank that holds the receiving half of that channel (for a message,
+    the receiver's worker; for a target, the sender's) when it is not this rank."""
+
+    def __init__(self, rank: int, world: int, channels: list[str], remote: dict[tuple[Kind, str], int],
+                 devices: dict[tuple[Kind, str], torch.device] | None = None):
+        super().__init__()
+        self.devices = devices or {}  # where the receiving half of a channel keeps its tensors
+        self.rank, self.world = rank, world
+        self.channels = channels  # every channel name, sorted: the index in a header
+        self.index = {c: i for i, c in enumerate(channels)}
+        self.remote = remote
+        self.outgoing: dict[int, list[tuple[Kind, str, Any, int]]] = {r: [] for r in range(world) if r != rank}
+        self.sent_items = 0
+        self.received_items = 0
+        self.exchange_seconds = 0.0  # time in flush: sending, and waiting for the peers' items
+
+    def post(self, kind: Kind, channel: str, item: Any, due: int) -> None:
+        peer = self.remote.get((kind, channel))
+        if peer is None:
+            super().post(kind, channel, item, due)
+        else:
+            self.outgoing[peer].append((kind, channel, item, due))
+
+    def flush(self, tick: int) -> None:
+        """Send this tick's items to every peer and receive theirs (a collective step of every worker)."""
+        started = time.perf_counter()
+        works = []
+        keep: list[torch.Tensor] = []  # the tensors being sent must live until their sends complete
+        for peer, items in self.outgoing.items():
+            count = torch.tensor([len(items)], dtype=torch.int64)
+            keep.append(count)
+            works.append(dist.isend(count, peer))
+            for kind, channel, item, due in items:
+                head, payload = _header(kind, self.index[channel], due, item)
+                keep += [head, *payload]
+                works.append(dist.isend(head, peer))
+                works += [dist.isend(p, peer) for p in payload]
+            self.sent_items += len(items)
+            items.clear()
+        for peer in self.outgoing:
+            count = torch.zeros(1, dtype=torch.int64)
+            dist.recv(count, peer)
+            for _ in range(int(count)):
+                self._receive_one(peer)
+        for w in works:
+            w.wait()
+        self.exchange_seconds += time.perf_counter() - started
+
+    def _receive_one(self, peer: int) -> None:
+        head = torch.zeros(HEADER, dtype=torch.int64)
+        dist.recv(head, peer)
+        kind_code, channel, due, batch_id, sent, start, end, window, has_reset, dtype, ndim = head[:11].tolist()
+        shape = head[11:11 + ndim].tolist()
+        h = torch.empty(shape, dtype=DTYPES[dtype])
+        dist.recv(h, peer)
+        name = self.channels[channel]
+        self.received_items += 1
+        device = self.devices.get(("message" if kind_code == 0 else "target", name))
+        if kind_code == 0:
+            reset = None
+            if has_reset:
+                r = torch.empty(shape[0], dtype=torch.uint8)
+                dist.recv(r, peer)
+                reset = r.bool()
+            h = h if device is None else h.to(device)
+            LocalTransport.post(self, "message", name, Message(batch_id, h, sent, bool(start), bool(end), reset,
+                                                               window), due)
+        else:
+            h = h if device is None else h.to(device)
+            LocalTransport.post(self, "target", name, GradientMessage(batch_id, h, sent), due)

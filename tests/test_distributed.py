@@ -1,0 +1,87 @@
+"""The distributed engine (torch.distributed, gloo, 2 local processes): lockstep metrics equal the local
+engine's, placement rules are validation errors, a dying worker ends the run with one line naming it."""
+from __future__ import annotations
+
+import functools
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from corporation import Engine, ScenarioError, load
+from corporation.distributed import launch, plan
+from corporation.errors import CorporationError
+
+ROOT = Path(__file__).resolve().parents[1]
+SHORT = ["device=cpu", "train.ticks=40", "train.eval_every=20", "train.progress=false"]
+
+
+def _keep_lines(engine, path: str) -> None:
+    lines: list[dict] = []
+    engine.run(on_log=lines.append)
+    Path(path).write_text(json.dumps(lines))
+
+
+def test_lockstep_on_two_workers_gives_the_local_engines_metrics(tmp_path):
+    scenario = load(ROOT / "scenarios" / "corporation.yaml", SHORT)
+    local: list[dict] = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each worker runs: the same order of floating-point reductions
+    try:
+        Engine(scenario).run(on_log=local.append)
+    finally:
+        torch.set_num_threads(threads)
+    out = tmp_path / "lines.json"
+    placement = launch(scenario, 2, functools.partial(_keep_lines, path=str(out)))
+    assert len(set(placement.worker.values())) == 2, "the latency-1 chain is split across the workers"
+    got = json.loads(out.read_text())
+    assert [r["tick"] for r in got] == [r["tick"] for r in local] == [20, 40]
+    for want, have in zip(local, got):
+        assert set(want) <= set(have)
+        for k, v in want.items():
+            assert have[k] == pytest.approx(v, rel=1e-6, abs=1e-7), k
+        assert {k for k in have if k.startswith("time/")} == {f"time/worker{r}/{w}" for r in (0, 1)
+                                                             for w in ("busy", "exchange")}
+
+
+def test_placement_rules_are_validation_errors():
+    with pytest.raises(ScenarioError, match="needs latency >= 1"):
+        plan(load(ROOT / "scenarios" / "ff_digits.yaml", [*SHORT, "engine.kind=distributed", "engine.workers=2",
+                                                          "engine.placement={l1: 1, l2: 0}"]), 2)
+    with pytest.raises(ScenarioError, match="joined by backprop"):
+        plan(load(ROOT / "scenarios" / "ff_digits.yaml",
+                  [*SHORT, "edges.1.interface.kind=backprop", "edges.1.latency=0", "engine.kind=distributed",
+                   "engine.workers=2", "engine.placement={l1: 0, l2: 1}"]), 2)
+    with pytest.raises(ScenarioError, match="environment"):
+        plan(load(ROOT / "scenarios" / "cartpole.yaml", ["engine.kind=distributed", "engine.workers=2"]), 2)
+    with pytest.raises(ScenarioError, match="engine.placement.zz"):
+        plan(load(ROOT / "scenarios" / "corporation.yaml", [*SHORT, "engine.kind=distributed",
+                                                            "engine.workers=2", "engine.placement={zz: 1}"]), 2)
+
+
+def test_a_worker_that_dies_ends_the_run_naming_it():
+    import plugins.dying  # noqa: F401  (registers the dying_digits task)
+
+    scenario = load(ROOT / "scenarios" / "corporation.yaml",
+                    [*SHORT, "task.kind=dying_digits", "task.die_at=5", "task.rank=1", "train.ticks=400"])
+    started = time.perf_counter()
+    with pytest.raises(CorporationError, match="worker 1 died"):
+        launch(scenario, 2, timeout=20)
+    assert time.perf_counter() - started < 60
+
+
+def test_cli_run_with_two_workers_writes_one_run_folder(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "corporation", "run", str(ROOT / "scenarios" / "corporation.yaml"),
+                           "--workers", "2", "--out", str(out), "--set", "device=cpu", "train.ticks=20",
+                           "train.eval_every=20", "train.progress=false"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and "test/accuracy" in json.loads(lines[0])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ticks"] == 20 and "time/worker1/busy" in summary["final"]
