@@ -10,7 +10,9 @@ items with every peer. A cross-worker edge has latency >= 1, so what an agent re
 before t and has arrived: the workers compute each tick at the same time, and the metrics equal the local
 engine's (invariant 6: to float tolerance; in practice identical on one machine).
 
-Metrics: worker 0 gathers every worker's metrics at each log (the task's from the worker that scores it);
+Metrics: worker 0 gathers every worker's metrics at each log (the task's from the workers whose agents feed
+its loss ports: each reports the ports it scores; a task metric pooled over ports on several workers, e.g.
+one ``train/loss`` for two ports, is the lowest such worker's);
 evaluation gathers the agents' parameters on worker 0, which composes them. Worker 0 writes the run folder.
 
 Launch: ``python -m corporation run FILE --workers K`` starts K local processes (:func:`launch`);
@@ -67,12 +69,7 @@ def plan(scenario: Scenario, workers: int) -> Placement:
         agent = build_agent(scenario, graph, name, cpu, 2)
         sizes[name] = sum(p.numel() for m in (agent.body, agent.heads) for p in m.parameters())
     chosen = infer(scenario, graph, workers, sizes, scenario.engine.placement)
-    placement = place(scenario, graph, workers, chosen)
-    feeders = {placement.worker[e.src] for e in scenario.edges if is_port(e.dst) and not is_port(e.src)}
-    if len(feeders) > 1:
-        raise ScenarioError(f"the agents feeding task loss ports are on workers {sorted(feeders)}: the task is "
-                            "scored on one worker; place them together", "engine.placement")
-    return placement
+    return place(scenario, graph, workers, chosen)
 
 
 class DistributedEngine(Engine):
@@ -118,8 +115,9 @@ class DistributedEngine(Engine):
         if self.rank != 0:
             return {}
         out: dict[str, float] = {}
-        for part in gathered:
-            out.update(part)
+        for part in gathered:  # each worker's own agents and edges; the task's from each scoring worker
+            for k, v in part.items():
+                out.setdefault(k, v)  # a task metric two scoring workers both report: the lower rank's
         return out
 
     def _evaluate(self) -> dict[str, float]:
@@ -149,13 +147,15 @@ def init_worker(rank: int, world: int, init_method: str, timeout: float = DEFAUL
 
 
 def _worker(rank: int, world: int, init_method: str, scenario: Scenario, placement: Placement, threads: int,
-            lead: Any, timeout: float) -> None:
+            lead: Any, timeout: float, follow: Any = None) -> None:
     torch.set_num_threads(threads)
     init_worker(rank, world, init_method, timeout)
     try:
         engine = DistributedEngine(scenario, placement, rank)
         if rank == 0 and lead is not None:
             lead(engine)
+        elif rank != 0 and follow is not None:
+            follow(engine)
         else:
             engine.run()
     finally:
@@ -163,15 +163,16 @@ def _worker(rank: int, world: int, init_method: str, scenario: Scenario, placeme
 
 
 def launch(scenario: Scenario, workers: int, lead: Any = None, threads: int = 1,
-           timeout: float = DEFAULT_TIMEOUT) -> Placement:
+           timeout: float = DEFAULT_TIMEOUT, follow: Any = None) -> Placement:
     """Run ``scenario`` on ``workers`` local processes (``spawn``), one intra-op thread each by default.
-    ``lead(engine)`` runs on worker 0 (e.g. the runner's training loop that writes the run folder); other
-    workers just run. A worker that raises or dies ends the run: the others are stopped at once and a
+    ``lead(engine)`` runs on worker 0 (e.g. the runner's training loop that writes the run folder); the
+    other workers run ``follow(engine)`` (default ``engine.run()``: the same schedule of ticks, logs and
+    evaluations, which are collective). A worker that raises or dies ends the run: the others are stopped at once and a
     :class:`CorporationError` names the worker (its exit code; a lost peer otherwise times out after
     ``timeout`` seconds)."""
     placement = plan(scenario, workers)
     init = f"tcp://127.0.0.1:{free_port()}"
-    ctx = mp.start_processes(_worker, args=(workers, init, scenario, placement, threads, lead, timeout),
+    ctx = mp.start_processes(_worker, args=(workers, init, scenario, placement, threads, lead, timeout, follow),
                              nprocs=workers, join=False, start_method="spawn")
     try:
         while not ctx.join(timeout=0.5):

@@ -15,10 +15,11 @@ runner.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import pickle
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -297,17 +298,38 @@ class Engine:
         return out
 
     def _evaluate(self) -> dict[str, float]:
+        with self._eval_mode():
+            self.reset_state()
+            try:
+                return self.task.evaluate(self)
+            finally:
+                self.reset_state()
+
+    @contextlib.contextmanager
+    def _eval_mode(self) -> Iterator[None]:
+        """Every module in eval mode meanwhile (batch norm on running statistics), then as it was."""
         modules = [m for a in self.agents.values() for m in a.modules()]
         modes = [m.training for m in modules]
         for m in modules:
             m.eval()
         try:
-            self.reset_state()
-            return self.task.evaluate(self)
+            yield
         finally:
             for m, mode in zip(modules, modes):
                 m.train(mode)
-            self.reset_state()
+
+    @torch.no_grad()
+    def act(self, obs: Any) -> Any:
+        """The trained agents' greedy actions for a batch of raw observations, in the environment's own
+        format (gymnasium: an (N, ...) array -> N actions; pettingzoo: ``{env agent: (N, ...)}`` -> the same
+        of actions). A recurrent policy carries its state across calls: :meth:`reset_state` at a new
+        episode."""
+        policy = getattr(self.task, "policy", None)
+        if policy is None:
+            raise CorporationError(f"task '{self.scenario.task.kind}' is not an environment: Engine.act needs "
+                                   "a task with a policy (gymnasium, pettingzoo); use compose() for outputs")
+        with self._eval_mode():
+            return policy(self, obs)
 
     def collect(self) -> dict[str, float]:
         """Training metrics since the last call: task, M (sg/...), I (si/...), and agent counters."""

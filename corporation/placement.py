@@ -6,7 +6,6 @@ a component's device is its members' (``agents.<name>.device``, else the scenari
 """
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 from .errors import ScenarioError, did_you_mean
@@ -63,8 +62,7 @@ def cost(scenario: Scenario, graph: Graph, sizes: dict[str, int]) -> dict[str, f
 def infer(scenario: Scenario, graph: Graph, workers: int, sizes: dict[str, int],
           explicit: dict[str, int] | None = None) -> dict[str, int]:
     """An agent -> worker map for ``workers`` workers: agents joined by backprop or latency-0 edges (which
-    cannot cross workers) form units, and so do the agents feeding loss ports (the task is scored on one
-    worker); units are assigned largest first to the least loaded worker (by :func:`cost`); ``explicit``
+    cannot cross workers) form units; units are assigned largest first to the least loaded worker (by :func:`cost`); ``explicit``
     agents keep their worker and bring their unit along."""
     explicit = dict(explicit or {})
     for a in explicit:
@@ -85,9 +83,6 @@ def infer(scenario: Scenario, graph: Graph, workers: int, sizes: dict[str, int],
         if not is_port(e.src) and not is_port(e.dst) and (e.latency < 1 or e.interface is None
                                                            or e.interface.kind == "backprop"):
             join(e.src, e.dst)
-    feeders = [e.src for e in scenario.edges if is_port(e.dst) and not is_port(e.src)]
-    for a, b in itertools.pairwise(feeders):
-        join(a, b)
     units: dict[str, list[str]] = {}
     for a in graph.order:
         units.setdefault(root(a), []).append(a)

@@ -207,3 +207,57 @@ def test_normalized_advantages_are_standardised_over_the_window():
     ro.loss(torch.zeros(3)).backward()
     a = torch.tensor([1.0, 2.0, 6.0])
     assert torch.allclose(logp.grad, -((a - a.mean()) / a.std(unbiased=False)) / 3, atol=1e-5)
+
+
+def test_episode_statistics_come_from_gymnasiums_wrapper():
+    eng = Engine(scenario(["task.num_envs=4", "train.ticks=60"]))
+    env = eng.task.env
+    assert isinstance(env, gym.wrappers.vector.RecordEpisodeStatistics)
+    for _ in range(60):
+        eng.step()
+    metrics = eng.collect()
+    assert metrics["train/episodes"] == env.episode_count > 0
+    assert metrics["train/episode_return"] == pytest.approx(float(np.mean(env.return_queue)))
+
+
+def test_named_wrappers_wrap_every_copy_and_bad_ones_are_one_line_errors():
+    eng = Engine(scenario(["task.wrappers=[NormalizeObservation, {ClipReward: {min_reward: 0, max_reward: 0.5}}]",
+                           "task.num_envs=2"]))
+    copy0 = eng.task.env.env.envs[0]
+    assert isinstance(copy0, gym.wrappers.ClipReward) and isinstance(copy0.env, gym.wrappers.NormalizeObservation)
+    for _ in range(20):
+        eng.step()
+    assert eng.collect()["train/env_steps"] == 40
+    feedback = eng.agents["control"].loss_ports["act"].rollout.steps
+    assert all(float(s.feedback.reward.max()) <= 0.5 * 0.1 + 1e-6 for s in feedback), "rewards clipped, then scaled"
+    msg = one_line_error(["task.wrappers=[NormaliseObservation]"])
+    assert "task.wrappers.0" in msg and "did you mean 'NormalizeObservation'" in msg
+    assert "task.wrappers.0" in one_line_error(["task.wrappers=[{ClipReward: 3}]"])
+
+
+def test_async_vector_envs_give_the_sync_runs_metrics():
+    lines = {}
+    for vector in ("sync", "async"):
+        eng = Engine(scenario([f"task.vector={vector}", "task.num_envs=2", "train.ticks=30", "train.eval_every=30",
+                               "task.test_episodes=1"]))
+        lines[vector] = eng.run()
+        eng.task.env.close()
+    assert lines["sync"] == pytest.approx(lines["async"])
+
+
+def test_engine_act_gives_greedy_env_actions():
+    eng = Engine(scenario(["task.num_envs=2"]))
+    obs = np.zeros((3, 4), np.float32)
+    actions = eng.act(obs)
+    assert actions.shape == (3,) and set(actions.tolist()) <= {0, 1}
+    env = gym.make("CartPole-v1")
+    o, _ = env.reset(seed=0)
+    assert env.action_space.contains(eng.act(o[None])[0])
+    with pytest.raises(Exception, match="not an environment"):
+        Engine(from_dict(json_copy_of_digits())).act(obs)
+
+
+def json_copy_of_digits() -> dict:
+    return {"name": "d", "seed": 0, "device": "cpu", "task": {"kind": "classification", "dataset": "digits"},
+            "agents": {"a": {"model": {"kind": "linear"}}},
+            "edges": [{"src": "task.x", "dst": "a"}, {"src": "a", "dst": "task.y"}]}

@@ -134,3 +134,14 @@ def test_one_hot_listener_sends_mpe_its_discrete_moves_as_continuous_actions():
     task = PZTask(scenario.task, torch.device("cpu"), torch.Generator().manual_seed(0))
     moves = task.heads["listener_0"].to_env(torch.tensor([2, 4]))
     np.testing.assert_array_equal(moves, [[0, 0, 1, 0, 0], [0, 0, 0, 0, 1]])  # right, up: u = a[2]-a[1], a[4]-a[3]
+
+
+def test_turn_based_aec_game_is_one_clear_line():
+    raw = {"name": "ttt", "seed": 0, "device": "cpu",
+           "task": {"kind": "pettingzoo", "env": "pettingzoo.classic.tictactoe_v3", "num_envs": 2},
+           "agents": {"a": {"model": {"kind": "linear"}, "update": {"unroll": 3}}},
+           "edges": [{"src": "task.player_1_obs", "dst": "a"}, {"src": "a", "dst": "task.player_1_act"}]}
+    with pytest.raises(ScenarioError) as e:
+        from_dict(raw)
+    msg = str(e.value)
+    assert "\n" not in msg and "turn-based AEC game" in msg and "task.env" in msg

@@ -20,20 +20,24 @@ from __future__ import annotations
 import functools
 import importlib
 import json
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
 import torch
-from gymnasium.vector import AutoresetMode, SyncVectorEnv
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
+from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
 from ..errors import CorporationError, ScenarioError, did_you_mean, short
 from ..registry import TASKS
 from ..tasks.base import Emission, Port, System
 from . import ac_model  # noqa: F401  (registers the 'actor_critic' model kind)
-from .a2c import A2CKeys, ActorCritic, Episodes, Feedback
+from .a2c import A2CKeys, ActorCritic, Feedback
 from .spaces import ActionHead, ObsCodec, UnsupportedSpace, action_head
+from .wrappers import Wrappers
+from .wrappers import apply as apply_wrappers
+from .wrappers import parse as parse_wrappers
 
 
 def check_env_id(env: str, path: str) -> None:
@@ -51,23 +55,24 @@ def check_env_id(env: str, path: str) -> None:
                             path)
 
 
-def make_env(env: str, kwargs: dict[str, Any]) -> gym.Env:
-    return gym.make(env, **kwargs)
+def make_env(env: str, kwargs: dict[str, Any], wrappers: Wrappers = ()) -> gym.Env:
+    """One copy of ``env``, wrapped by the scenario's Gymnasium wrappers."""
+    return apply_wrappers(gym.make(env, **kwargs), wrappers)
 
 
 @functools.lru_cache(maxsize=32)
-def _spaces(env: str, kwargs_json: str) -> tuple[Any, Any]:
-    e = make_env(env, json.loads(kwargs_json))
+def _spaces(env: str, kwargs_json: str, wrappers: Wrappers = ()) -> tuple[Any, Any]:
+    e = make_env(env, json.loads(kwargs_json), wrappers)
     try:
         return e.observation_space, e.action_space
     finally:
         e.close()
 
 
-def env_spaces(env: str, kwargs: dict[str, Any], path: str) -> tuple[Any, Any]:
+def env_spaces(env: str, kwargs: dict[str, Any], path: str, wrappers: Wrappers = ()) -> tuple[Any, Any]:
     """(observation space, action space) of one copy of ``env`` (cached); failures are one-line errors."""
     try:
-        return _spaces(env, json.dumps(kwargs, sort_keys=True))
+        return _spaces(env, json.dumps(kwargs, sort_keys=True), wrappers)
     except Exception as e:  # noqa: BLE001  (a missing extra, a bad kwarg: any failure is the user's to fix)
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise ScenarioError(f"cannot make env {short(env)}: {type(e).__name__}: {short(msg, 160)}", path) from None
@@ -79,11 +84,13 @@ class GymParams(A2CKeys):
 
     kind: str = "gymnasium"
     env: str = "CartPole-v1"  # a registered id, or "module:Id" (the module is imported first)
+    wrappers: list[Any] = field(default_factory=list)  # Gymnasium wrappers (corporation/envs/wrappers.py)
+    vector: Literal["sync", "async"] = "sync"  # SyncVectorEnv, or AsyncVectorEnv (one process per copy)
 
     def check(self, path: str) -> None:
         self.check_a2c(path)
         check_env_id(self.env, f"{path}.env")
-        obs_space, act_space = env_spaces(self.env, self.env_kwargs, f"{path}.env")
+        obs_space, act_space = self.spaces(f"{path}.env", f"{path}.wrappers")
         try:
             ObsCodec.of(obs_space)
         except UnsupportedSpace as e:
@@ -92,6 +99,13 @@ class GymParams(A2CKeys):
             action_head(act_space)
         except UnsupportedSpace as e:
             raise ScenarioError(f"env '{self.env}': {e}", f"{path}.env") from None
+
+    def parsed_wrappers(self, path: str = "task.wrappers") -> Wrappers:
+        return parse_wrappers(self.wrappers, path)
+
+    def spaces(self, path: str = "task.env", wrappers_path: str = "task.wrappers") -> tuple[Any, Any]:
+        """(observation space, action space) of one wrapped copy of the env."""
+        return env_spaces(self.env, self.env_kwargs, path, self.parsed_wrappers(wrappers_path))
 
 
 def check_acting_agent(scenario: Any, port: str) -> None:
@@ -112,23 +126,26 @@ class GymTask:
         self.params = params
         self.device = device
         self.generator = generator
-        obs_space, act_space = env_spaces(params.env, params.env_kwargs, "task.env")
+        obs_space, act_space = params.spaces()
         self.codec = ObsCodec.of(obs_space)
         self.head: ActionHead = action_head(act_space, init_log_std=params.init_log_std)
-        fn = functools.partial(make_env, params.env, params.env_kwargs)
-        self.env = SyncVectorEnv([fn] * params.num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
+        self.wrappers = params.parsed_wrappers()
+        fn = functools.partial(make_env, params.env, params.env_kwargs, self.wrappers)
+        vector = AsyncVectorEnv if params.vector == "async" else SyncVectorEnv
+        # Gymnasium's own episode statistics (returns and lengths of the last 100 finished episodes)
+        self.env = RecordEpisodeStatistics(vector([fn] * params.num_envs, autoreset_mode=AutoresetMode.SAME_STEP),
+                                           buffer_length=100)
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
         self.obs, _ = self.env.reset(seed=seed)
         self.start = True
         self.reset_rows: np.ndarray | None = None
         self.pending: int | None = None
         self.inputs: dict[int, torch.Tensor] = {}
-        self.episodes = Episodes(params.num_envs)
         self.env_steps = 0
 
     @classmethod
     def ports(cls, params: GymParams) -> dict[str, Port]:
-        obs_space, act_space = env_spaces(params.env, params.env_kwargs, "task.env")
+        obs_space, act_space = params.spaces()
         size = ObsCodec.of(obs_space).size
         return {"obs": Port("obs", "input", size, size), "act": Port("act", "loss", action_head(act_space).size, 0)}
 
@@ -159,15 +176,14 @@ class GymTask:
 
     def learner(self, port: str) -> ActorCritic:
         """The acting agent's side of ``task.act`` (see :mod:`corporation.envs.a2c`)."""
-        return ActorCritic(port, self.head, self.params, self.act, self.generator)
+        return ActorCritic(port, self.head, self.params, self.take, self.generator)
 
-    def act(self, batch_id: int, action: torch.Tensor) -> Feedback:
+    def take(self, batch_id: int, action: torch.Tensor) -> Feedback:
         """Step the N environments with the actions for batch ``batch_id``; their rewards and ends."""
         if batch_id != self.pending:
             raise CorporationError(f"task.act got an output for batch {batch_id}, expected {self.pending}")
         obs, reward, terminated, truncated, _ = self.env.step(self.head.to_env(action))
         ended = np.logical_or(terminated, truncated)
-        self.episodes.add(reward, ended)
         dev = action.device
         feedback = Feedback(torch.ones(len(ended), dtype=torch.bool, device=dev),
                             torch.as_tensor(reward * self.params.reward_scale, dtype=torch.float32, device=dev),
@@ -180,11 +196,17 @@ class GymTask:
         raise CorporationError("task.act is scored by the acting agent's learner (GymTask.learner), not task.loss")
 
     def train_metrics(self) -> dict[str, float]:
-        out = {"train/env_steps": float(self.env_steps), "train/episodes": float(self.episodes.count)}
-        mean = self.episodes.mean()
-        if mean is not None:
-            out["train/episode_return"] = mean
+        out = {"train/env_steps": float(self.env_steps), "train/episodes": float(self.env.episode_count)}
+        if self.env.return_queue:
+            out["train/episode_return"] = float(np.mean(self.env.return_queue))
         return out
+
+    @torch.no_grad()
+    def policy(self, system: System, obs: Any) -> np.ndarray:
+        """Greedy actions of the composed agents for a batch of raw observations (N, ...), as the env takes
+        them (``Engine.act``)."""
+        out = system.compose({"obs": self.codec.encode(np.asarray(obs), self.device)})["act"]
+        return self.head.to_env(self.head.greedy(self.head.split(out)[0]))
 
     @torch.no_grad()
     def evaluate(self, system: System) -> dict[str, float]:
@@ -192,12 +214,11 @@ class GymTask:
         n = self.params.test_episodes
         if n == 0:
             return {}
-        envs = [make_env(self.params.env, self.params.env_kwargs) for _ in range(n)]
+        envs = [make_env(self.params.env, self.params.env_kwargs, self.wrappers) for _ in range(n)]
         obs = [e.reset(seed=self.params.test_seed + i)[0] for i, e in enumerate(envs)]
         returns, live = np.zeros(n), np.ones(n, dtype=bool)
         for _ in range(self.params.test_max_steps):
-            out = system.compose({"obs": self.codec.encode(np.stack(obs), self.device)})["act"]
-            actions = self.head.to_env(self.head.greedy(self.head.split(out)[0]))
+            actions = self.policy(system, np.stack(obs))
             for i in np.flatnonzero(live):
                 obs[i], r, term, trunc, _ = envs[i].step(actions[i])
                 returns[i] += r

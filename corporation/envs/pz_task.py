@@ -54,6 +54,10 @@ def make_parallel(env: str, kwargs: dict[str, Any]) -> Any:
         raise CorporationError(f"module '{name}' has no {what}")
     made = factory(**kwargs)
     if isinstance(made, AECEnv):
+        if not made.metadata.get("is_parallelizable", False):
+            raise CorporationError(f"'{env}' is a turn-based AEC game (metadata is_parallelizable is not set): the "
+                                   "pettingzoo task drives ParallelEnvs, where every agent acts at each step; "
+                                   "turn-by-turn play with action masks is not supported")
         made = aec_to_parallel(made)
     if not isinstance(made, ParallelEnv) and not hasattr(made, "possible_agents"):
         raise CorporationError(f"'{env}' made a {type(made).__name__}, not a PettingZoo env")
@@ -190,10 +194,10 @@ class PZTask:
         a = self.by_port[port]
         if not self.heads[a].has_value:
             return None
-        return ActorCritic(port, self.heads[a], self.params, functools.partial(self.act, port),
+        return ActorCritic(port, self.heads[a], self.params, functools.partial(self.take, port),
                            self.generator, f"train/{a}")
 
-    def act(self, port: str, batch_id: int, action: torch.Tensor) -> Feedback:
+    def take(self, port: str, batch_id: int, action: torch.Tensor) -> Feedback:
         """Env agent ``port``'s actions for batch ``batch_id``; the copies step once every agent has acted
         (then its feedback is filled)."""
         if batch_id != self.pending:
@@ -270,9 +274,7 @@ class PZTask:
                 rows = [o[a] if a in e.agents else np.zeros(self.raw[a].size, np.float32)
                         for o, e in zip(obs, envs)]
                 inputs[f"{port_name(a)}_obs"] = self.codecs[a].encode(np.stack(rows), self.device)
-            outs = system.compose(inputs)
-            acts = {a: self.heads[a].to_env(self.heads[a].greedy(self.heads[a].split(outs[f"{port_name(a)}_act"])[0]))
-                    for a in self.agents}
+            acts = self._greedy(system, inputs)
             for i, env in enumerate(envs):
                 if env.agents:
                     obs[i], r, _, _, _ = env.step({a: acts[a][i] for a in env.agents})
@@ -285,6 +287,26 @@ class PZTask:
         out = {f"test/{a}/episode_return": float(returns[a].mean()) for a in self.agents}
         out["test/episode_return"] = float(np.mean([returns[a].mean() for a in self.agents]))
         return out
+
+    def _greedy(self, system: System, inputs: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        outs = system.compose(inputs)
+        return {a: self.heads[a].to_env(self.heads[a].greedy(self.heads[a].split(outs[f"{port_name(a)}_act"])[0]))
+                for a in self.agents}
+
+    @torch.no_grad()
+    def policy(self, system: System, obs: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Greedy actions for ``{env agent: (N, ...) observations}`` (``Engine.act``); a missing agent reads
+        zeros."""
+        missing = [a for a in obs if a not in self.codecs]
+        if missing:
+            raise CorporationError(f"no env agent '{missing[0]}' in '{self.params.env}' (agents: "
+                                   f"{', '.join(self.agents)})")
+        rows = len(next(iter(obs.values())))
+        inputs = {}
+        for a in self.agents:
+            raw = np.asarray(obs[a]) if a in obs else np.zeros((rows, self.raw[a].size), np.float32)
+            inputs[f"{port_name(a)}_obs"] = self.codecs[a].encode(raw, self.device)
+        return self._greedy(system, inputs)
 
     def forget(self, below: int) -> None:
         for k in [k for k in self.inputs if k < below]:
