@@ -139,7 +139,9 @@ class Agent:
         if not blocking:
             ids = [i.newest.batch_id for i in holds if i.newest is not None and not i.back_edge]
             if ids:
-                return max(ids)
+                k = max(ids)
+                # a message from a worker running ahead (free mode) waits until the task emitted its id here
+                return k if not self.live or k <= self.live[-1] else None
             return self.live[-1] if self.live else None
         pool: set[int] = set()
         for inbox in blocking:

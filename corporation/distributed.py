@@ -21,6 +21,7 @@ that fails or dies ends the run: the launcher stops the others and names the wor
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import functools
 import json
@@ -38,7 +39,7 @@ import torch.multiprocessing as mp
 from .engine import Engine
 from .errors import CorporationError, ScenarioError
 from .graph import build_graph
-from .p2p import P2PTransport
+from .p2p import FreeP2PTransport, P2PTransport
 from .placement import Placement, infer, place
 from .registry import TASKS
 from .spec import Scenario, is_port
@@ -94,7 +95,14 @@ class DistributedEngine(Engine):
             if worker[e.src] == rank:
                 devices[("target", e.key)] = resolve_device(placement.device[e.src] if device is None else device)
         del g
-        transport = P2PTransport(rank, world, sorted(e.key for e in edges), remote, devices)
+        free = scenario.engine.mode == "free"
+        if free:  # a cross-worker edge is read as hold: the newest message that has arrived
+            crossing = {e.key for e in edges if worker[e.src] != worker[e.dst]}
+            scenario = dataclasses.replace(scenario, edges=[dataclasses.replace(e, hold=True) if e.key in crossing
+                                                            else e for e in scenario.edges])
+        channels = sorted(e.key for e in edges)
+        transport = (FreeP2PTransport(rank, world, channels, remote, devices, scenario.engine.max_drift) if free
+                     else P2PTransport(rank, world, channels, remote, devices))
         super().__init__(scenario, device=device, placement=placement, worker=rank, transport=transport)
         self.rank, self.world = rank, world
         self.timing = {"busy": 0.0}
@@ -110,6 +118,11 @@ class DistributedEngine(Engine):
         exchange = self.transport.exchange_seconds
         own[f"time/worker{self.rank}/busy"] = self.timing["busy"] - exchange
         own[f"time/worker{self.rank}/exchange"] = exchange
+        own[f"time/worker{self.rank}/tick"] = float(self.tick)
+        ages = getattr(self.transport, "ages", None)
+        if ages:  # free mode: how old what arrived was, in seconds (in ticks: sg/*/staleness)
+            own[f"time/worker{self.rank}/message_age_s"] = sum(ages) / len(ages)
+            ages.clear()
         gathered: list[Any] = [None] * self.world if self.rank == 0 else None
         dist.gather_object(own, gathered, dst=0)
         if self.rank != 0:
@@ -158,6 +171,7 @@ def _worker(rank: int, world: int, init_method: str, scenario: Scenario, placeme
             follow(engine)
         else:
             engine.run()
+        engine.transport.close(engine.tick)
     finally:
         dist.destroy_process_group()
 
@@ -179,6 +193,8 @@ def launch(scenario: Scenario, workers: int, lead: Any = None, threads: int = 1,
             pass
     except mp.ProcessRaisedException as e:
         _stop(ctx)
+        if os.environ.get("CORPORATION_TRACEBACK"):
+            print(str(e), file=sys.stderr)
         last = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         raise CorporationError(f"worker {e.error_index} failed: {last}") from None
     except mp.ProcessExitedException as e:

@@ -87,6 +87,8 @@ class Engine:
         self._shuffle = random.Random(shuffle) if shuffle is not None else None
         self.transport = transport if transport is not None else LocalTransport()
         self.horizon = 2 + max([e.latency + e.back_latency for e in scenario.edges], default=0)
+        if scenario.engine.mode == "free":  # batches are kept while a peer may still be that far behind
+            self.horizon += scenario.engine.max_drift
         g = self.graph
         self.agents: dict[str, Agent] = {name: build_agent(scenario, g, name, self.agent_device(name), self.horizon)
                                          for name in g.order}

@@ -25,6 +25,7 @@ from .messages import GradientMessage, Message
 from .transport import Kind, LocalTransport
 
 MAX_DIMS = 6
+UNSET = -2  # a free-mode length buffer before its packet arrives (lengths are >= 0; -1 ends a run)
 HEADER = 11 + MAX_DIMS
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.bool,
           torch.uint8]
@@ -123,3 +124,115 @@ class P2PTransport(LocalTransport):
         else:
             h = h if device is None else h.to(device)
             LocalTransport.post(self, "target", name, GradientMessage(batch_id, h, sent), due)
+
+
+class FreeP2PTransport(P2PTransport):
+    """``free`` mode: no worker waits for another at a tick. At each :meth:`flush` the tick's items for a
+    peer go out as ONE packet (a length, then the items serialised by ``torch.save``) without waiting; items
+    from peers are taken whenever their packet has arrived (a pending ``irecv`` of the length, checked
+    without blocking) and are due at once. What the receiving halves see is therefore whatever has arrived:
+    cross-worker edges are read as ``hold`` edges (the newest message; see corporation.distributed) and
+    targets train M whenever they come. ``ages`` collects each received item's age in seconds (sender's
+    clock at sending to receiver's at arrival: the same machine, or synchronised clocks)."""
+
+    def __init__(self, rank: int, world: int, channels: list[str], remote: dict[tuple[Kind, str], int],
+                 devices: dict[tuple[Kind, str], torch.device] | None = None, max_drift: int = 8):
+        super().__init__(rank, world, channels, remote, devices)
+        self.max_drift = max_drift
+        self.peer_tick = {r: -1 for r in range(world) if r != rank}  # the last tick each peer finished
+        self._pending_sends: list[tuple[Any, list[torch.Tensor]]] = []
+        self._length: dict[int, torch.Tensor] = {}
+        self._recv: dict[int, Any] = {}
+        self._ended: set[int] = set()
+        self.ages: list[float] = []
+        for peer in self.outgoing:
+            self._post_recv(peer)
+
+    def _post_recv(self, peer: int) -> None:
+        self._length[peer] = torch.full((1,), UNSET, dtype=torch.int64)
+        self._recv[peer] = dist.irecv(self._length[peer], peer)
+
+    def _arrived(self, peer: int) -> bool:
+        """Whether the pending length from ``peer`` has arrived (gloo's ``is_completed`` stays False for a
+        finished ``irecv``, so the buffer is checked for its sentinel; ``wait`` then completes the work)."""
+        return int(self._length[peer][0]) != UNSET
+
+    def flush(self, tick: int) -> None:
+        started = time.perf_counter()
+        for peer, items in self.outgoing.items():  # every tick: a packet (maybe empty) says how far we are
+            self._send(peer, [(kind, channel, _cpu(item), due) for kind, channel, item, due in items], tick)
+            self.sent_items += len(items)
+            items.clear()
+        self._pending_sends = [(w, keep) for w, keep in self._pending_sends if not w.is_completed()]
+        self._take(tick, block=False)
+        for peer in self.peer_tick:  # never more than max_drift ticks ahead of a peer: wait for it
+            while peer not in self._ended and tick - self.peer_tick[peer] > self.max_drift:
+                self._take_one(peer, tick)
+        self.exchange_seconds += time.perf_counter() - started
+
+    def _send(self, peer: int, items: list[Any] | None, tick: int = -1) -> None:
+        import io
+
+        if items is None:  # the end of this worker's run
+            length = torch.tensor([-1], dtype=torch.int64)
+            self._pending_sends.append((dist.isend(length, peer), [length]))
+            return
+        buffer = io.BytesIO()
+        torch.save((time.time(), tick, items), buffer)
+        payload = torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8)
+        length = torch.tensor([payload.numel()], dtype=torch.int64)
+        self._pending_sends.append((dist.isend(length, peer), [length]))
+        self._pending_sends.append((dist.isend(payload, peer), [payload]))
+
+    def _take(self, tick: int, block: bool) -> None:
+        """Deliver every packet that has arrived (``block``: wait for each peer's end-of-run mark)."""
+
+        for peer in list(self._recv):
+            while peer not in self._ended and (block or self._arrived(peer)):
+                self._take_one(peer, tick)
+
+    def _take_one(self, peer: int, tick: int) -> None:
+        """Wait for ``peer``'s next packet and deliver its items (due at once)."""
+        import io
+
+        self._recv[peer].wait()
+        n = int(self._length[peer])
+        if n < 0:
+            self._ended.add(peer)
+            return
+        payload = torch.empty(n, dtype=torch.uint8)
+        dist.recv(payload, peer)
+        sent_at, peer_tick, items = torch.load(io.BytesIO(payload.numpy().tobytes()), weights_only=False)
+        self.peer_tick[peer] = max(self.peer_tick[peer], peer_tick)
+        age = time.time() - sent_at
+        for kind, channel, item, _ in items:
+            device = self.devices.get((kind, channel))
+            if device is not None:
+                item = _moved(item, device)
+            self.ages.append(age)
+            self.received_items += 1
+            LocalTransport.post(self, kind, channel, item, tick)
+        self._post_recv(peer)
+
+    def close(self, tick: int) -> None:
+        """End of the run: tell every peer, then take what is still in flight until each peer has ended."""
+        for peer in self.outgoing:
+            self._send(peer, None)
+        self._take(tick, block=True)
+        for w, _ in self._pending_sends:
+            w.wait()
+        self._pending_sends.clear()
+
+
+def _cpu(item: Any) -> Any:
+    if isinstance(item, Message):
+        reset = item.reset.cpu() if item.reset is not None else None
+        return Message(item.batch_id, item.h.detach().cpu(), item.sent, item.start, item.end, reset, item.window)
+    return GradientMessage(item.batch_id, item.g.detach().cpu(), item.sent)
+
+
+def _moved(item: Any, device: torch.device) -> Any:
+    if isinstance(item, Message):
+        reset = item.reset.to(device) if item.reset is not None else None
+        return Message(item.batch_id, item.h.to(device), item.sent, item.start, item.end, reset, item.window)
+    return GradientMessage(item.batch_id, item.g.to(device), item.sent)

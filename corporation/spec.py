@@ -236,15 +236,18 @@ class EngineSpec:
     """``engine:`` where the components run. ``local`` (default): one process. ``distributed``: ``workers``
     processes joined by torch.distributed (``run --workers K`` or torchrun); ``placement`` maps agents to
     workers (the rest are placed by :func:`corporation.placement.infer`); ``mode: lockstep`` gives the local
-    engine's metrics to float tolerance (docs/distributed.md)."""
+    engine's metrics to float tolerance, ``free`` lets every worker run at its own pace (docs/distributed.md)."""
 
     kind: Literal["local", "distributed"] = "local"
     workers: int = 1
     placement: dict[str, int] = field(default_factory=dict)
-    mode: Literal["lockstep"] = "lockstep"
+    mode: Literal["lockstep", "free"] = "lockstep"
+    max_drift: int = 8  # free mode: a worker runs at most this many ticks ahead of the slowest
 
     def check(self, path: str) -> None:
         positive(self.workers, path, "workers")
+        positive(self.max_drift, path, "max_drift")
+        at_most(self.max_drift, 1024, path, "max_drift", "ticks (contexts are kept this much longer)")
         at_most(self.workers, MAX_WORKERS, path, "workers", "worker processes")
         if self.kind == "local" and self.workers != 1:
             raise ScenarioError(f"a local engine has one worker, got {self.workers}: set engine.kind: distributed "

@@ -43,6 +43,9 @@ class LocalTransport:
         """End of a tick's work: nothing to exchange in process (a distributed transport sends and receives
         the tick's cross-worker items here)."""
 
+    def close(self, tick: int) -> None:
+        """The run is over (a distributed transport takes what is still in flight)."""
+
     def poll(self, tick: int, kind: Kind, channels: list[str] | None = None) -> None:
         """Deliver this kind's items due by ``tick`` (all channels, or ``channels`` in that order)."""
         self.now = tick

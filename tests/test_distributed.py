@@ -45,7 +45,7 @@ def test_lockstep_on_two_workers_gives_the_local_engines_metrics(tmp_path):
         for k, v in want.items():
             assert have[k] == pytest.approx(v, rel=1e-6, abs=1e-7), k
         assert {k for k in have if k.startswith("time/")} == {f"time/worker{r}/{w}" for r in (0, 1)
-                                                             for w in ("busy", "exchange")}
+                                                             for w in ("busy", "exchange", "tick")}
 
 
 def test_placement_rules_are_validation_errors():
@@ -85,3 +85,15 @@ def test_cli_run_with_two_workers_writes_one_run_folder(tmp_path):
     assert len(lines) == 1 and "test/accuracy" in json.loads(lines[0])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ticks"] == 20 and "time/worker1/busy" in summary["final"]
+
+
+def test_free_mode_trains_and_reports_staleness_in_ticks_and_seconds(tmp_path):
+    scenario = load(ROOT / "scenarios" / "corporation.yaml",
+                    ["device=cpu", "train.ticks=150", "train.eval_every=150", "train.progress=false",
+                     "engine.kind=distributed", "engine.workers=2", "engine.mode=free"])
+    out = tmp_path / "lines.json"
+    launch(scenario, 2, functools.partial(_keep_lines, path=str(out)))
+    (last,) = json.loads(out.read_text())
+    assert last["test/accuracy"] > 0.5, "digits, 10 classes: chance is 0.1"
+    assert last["sg/l1-l2/staleness"] >= 1 and "time/worker0/message_age_s" in last
+    assert last["time/worker0/tick"] == last["time/worker1/tick"] == 150
