@@ -6,6 +6,7 @@ naming where, what and the tick), 130 interrupted (the run folder keeps its metr
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -39,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="shorthand for --set seed=N")
     run.add_argument("--device", help="auto | cpu | cuda | cuda:N (overrides the scenario's device)")
     run.add_argument("--quiet", action="store_true", help="no progress bar and no final table")
+    run.add_argument("--workers", type=int, metavar="K",
+                     help="run on K local worker processes (torch.distributed; shorthand for --set "
+                          "engine.kind=distributed engine.workers=K; see docs/distributed.md)")
     res = sub.add_parser("resume", help="continue a run from its checkpoint, in place, exactly")
     res.add_argument("folder")
     res.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -111,11 +115,24 @@ def main(argv: list[str] | None = None) -> int:
             overrides.append(f"seed={args.seed}")
         if args.device is not None:
             overrides.append(f"device={args.device}")
+        if args.workers is not None:
+            overrides += ["engine.kind=distributed", f"engine.workers={args.workers}"]
+        from .distributed import under_torchrun
+
+        if under_torchrun():  # torchrun started this process: the world size is its --nproc-per-node x nodes
+            overrides += ["engine.kind=distributed", f"engine.workers={os.environ['WORLD_SIZE']}"]
         s = scenario_mod.load(args.file, overrides)
         try:
-            summary = runner.run_scenario(s, Path(args.out) if args.out else None,
+            if s.engine.kind == "distributed":
+                from .distributed import run_distributed
+
+                summary = run_distributed(s, Path(args.out) if args.out else None,
                                           progress=False if args.quiet else None, quiet=args.quiet,
                                           overwrite=args.overwrite)
+            else:
+                summary = runner.run_scenario(s, Path(args.out) if args.out else None,
+                                              progress=False if args.quiet else None, quiet=args.quiet,
+                                              overwrite=args.overwrite)
         except RunFolderError:
             raise
         except CorporationError as e:  # building the engine (device, data): name the scenario's file too

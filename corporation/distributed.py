@@ -244,15 +244,21 @@ def run_distributed(scenario: Scenario, out: Path | None = None, progress: bool 
     """``run`` for ``engine.kind: distributed``: one run folder written by worker 0; returns the summary."""
     from .runfolder import check_out, claim_default
 
-    if out is not None:
-        out = Path(out)
-        check_out(out, overwrite)
+    out = Path(out) if out is not None else None
     plan(scenario, scenario.engine.workers)  # placement errors before anything is created
-    if under_torchrun():
-        path = out if out is not None else Path("runs") / f"{scenario.name}-{scenario.seed}-torchrun"
-        torchrun_worker(scenario, functools.partial(_lead, path=str(path), progress=progress, quiet=quiet,
-                                                    overwrite=True))
+    if under_torchrun():  # every process runs this; worker 0 alone claims and writes the run folder
+        lead = None
+        if int(os.environ["RANK"]) == 0:
+            if out is not None:
+                check_out(out, overwrite)
+            path = out if out is not None else claim_default(scenario.name, scenario.seed)
+            if not quiet:
+                print(f"run folder: {path} ({scenario.engine.workers} workers, torchrun)", file=sys.stderr)
+            lead = functools.partial(_lead, path=str(path), progress=progress, quiet=quiet, overwrite=overwrite)
+        torchrun_worker(scenario, lead)  # workers other than 0 exit when done
     else:
+        if out is not None:
+            check_out(out, overwrite)
         path = out if out is not None else claim_default(scenario.name, scenario.seed)
         if not quiet:
             print(f"run folder: {path} ({scenario.engine.workers} workers)", file=sys.stderr)

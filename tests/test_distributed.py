@@ -77,8 +77,8 @@ def test_a_worker_that_dies_ends_the_run_naming_it():
 def test_cli_run_with_two_workers_writes_one_run_folder(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "corporation", "run", str(ROOT / "scenarios" / "corporation.yaml"),
-                           "--workers", "2", "--out", str(out), "--set", "device=cpu", "train.ticks=20",
-                           "train.eval_every=20", "train.progress=false"],
+                           "--workers", "2", "--out", str(out), "--set", "device=cpu", "--set", "train.ticks=20",
+                           "--set", "train.eval_every=20", "--quiet"],
                           capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = (out / "metrics.jsonl").read_text().splitlines()
@@ -97,3 +97,19 @@ def test_free_mode_trains_and_reports_staleness_in_ticks_and_seconds(tmp_path):
     assert last["test/accuracy"] > 0.5, "digits, 10 classes: chance is 0.1"
     assert last["sg/l1-l2/staleness"] >= 1 and "time/worker0/message_age_s" in last
     assert last["time/worker0/tick"] == last["time/worker1/tick"] == 150
+
+
+def test_torchrun_standalone_launch_writes_the_same_metrics(tmp_path):
+    common = ["--set", "device=cpu", "--set", "train.ticks=20", "--set", "train.eval_every=20", "--quiet"]
+    file = str(ROOT / "scenarios" / "corporation.yaml")
+    runs = {}
+    for how, cmd in (("spawn", ["-m", "corporation", "run", file, "--workers", "2"]),
+                     ("torchrun", ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                                   "-m", "corporation", "run", file])):
+        out = tmp_path / how
+        proc = subprocess.run([sys.executable, *cmd, "--out", str(out), *common], capture_output=True, text=True,
+                              timeout=300, cwd=tmp_path, check=False)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        runs[how] = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {k: v for k, v in runs["spawn"].items() if not k.startswith("time/")} == \
+        {k: v for k, v in runs["torchrun"].items() if not k.startswith("time/")}
