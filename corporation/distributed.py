@@ -76,7 +76,8 @@ def plan(scenario: Scenario, workers: int) -> Placement:
 class DistributedEngine(Engine):
     """The engine of one worker (rank) of a distributed run (module doc)."""
 
-    def __init__(self, scenario: Scenario, placement: Placement, rank: int, device: str | None = None):
+    def __init__(self, scenario: Scenario, placement: Placement, rank: int, device: str | None = None,
+                 checkpoints: bool = False):
         g = build_graph(scenario)
         world = placement.workers
         worker = placement.worker
@@ -103,10 +104,69 @@ class DistributedEngine(Engine):
         channels = sorted(e.key for e in edges)
         transport = (FreeP2PTransport(rank, world, channels, remote, devices, scenario.engine.max_drift) if free
                      else P2PTransport(rank, world, channels, remote, devices))
-        super().__init__(scenario, device=device, placement=placement, worker=rank, transport=transport)
-        self.rank, self.world = rank, world
+        self.rank, self.world = rank, world  # before the engine's first snapshot (taken in its constructor)
         self.timing = {"busy": 0.0}
-        self.cannot_checkpoint = "distributed runs write no checkpoints yet"
+        super().__init__(scenario, device=device, placement=placement, worker=rank, transport=transport,
+                         checkpoints=checkpoints and not free)
+        if free:
+            self.cannot_checkpoint = "free-mode distributed runs write no checkpoints (what is in flight is lost)"
+
+    def run(self, ticks: int | None = None, on_log: Any = None, on_tick: Any = None, on_checkpoint: Any = None,
+            stop: Any = None) -> dict[str, Any]:
+        """As :meth:`Engine.run`; checkpoints are gathered at every evaluation on every worker whether or not
+        this worker keeps them (a collective: every worker must make the same calls)."""
+        return super().run(ticks, on_log, on_tick, on_checkpoint or (lambda ckpt: None), stop)
+
+    # ----- checkpoints: every worker snapshots at the same tick; worker 0 keeps them all -------------
+    def _agree(self, ok: bool) -> bool:
+        """Whether ``ok`` holds on every worker (a collective)."""
+        flag = torch.tensor([1 if ok else 0], dtype=torch.int64)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item())
+
+    def _take_snapshot(self) -> bool:
+        """A snapshot only when every worker is at rest and every worker's pickling succeeds (so all
+        journals replay the same calls together)."""
+        if not self._agree(self.at_rest() and not self.cannot_checkpoint):
+            if not self._agree(not self.cannot_checkpoint):
+                self.cannot_checkpoint = self.cannot_checkpoint or "another worker cannot be checkpointed"
+            return False
+        before = (self._snapshot, self._journal, self._snapshot_fresh)
+        took = super()._take_snapshot()
+        if self._agree(took):
+            return True
+        if took:  # another worker failed: keep the previous snapshot and journal here too
+            self._snapshot, self._journal, self._snapshot_fresh = before
+        if not self._agree(not self.cannot_checkpoint):
+            self.cannot_checkpoint = self.cannot_checkpoint or "another worker cannot be checkpointed"
+        return False
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Every worker's checkpoint, gathered on worker 0 (a collective; the others get ``{}``)."""
+        mine = super().checkpoint()
+        gathered: list[Any] = [None] * self.world if self.rank == 0 else None
+        dist.gather_object(mine, gathered, dst=0)
+        if self.rank != 0:
+            return {}
+        return {**gathered[0], "distributed": {"workers": self.world, "placement": dict(self.placement.worker)},
+                "parts": gathered}
+
+    @classmethod
+    def restore_worker(cls, ckpt: dict[str, Any], scenario: Scenario, rank: int) -> DistributedEngine:
+        """This worker's engine from a distributed checkpoint (its part's snapshot, then its journal replayed
+        together with the other workers')."""
+        from . import checkpoint as checkpoint_mod
+        from .seeding import generator
+
+        part = ckpt["parts"][rank]
+        device = resolve_device(scenario.device)
+        task = TASKS.get(scenario.task.kind).factory(scenario.task, device, generator(scenario.seed, "task"))
+        engine: DistributedEngine = checkpoint_mod.loads(part["snapshot"], checkpoint_mod.static_objects(task))
+        engine.scenario = scenario
+        for call in part["journal"]:
+            getattr(engine, f"_{call}")()
+        engine._snapshot, engine._journal, engine._snapshot_fresh = part["snapshot"], list(part["journal"]), False
+        return engine
 
     def _step(self) -> None:
         started = time.perf_counter()
@@ -160,24 +220,28 @@ def init_worker(rank: int, world: int, init_method: str, timeout: float = DEFAUL
 
 
 def _worker(rank: int, world: int, init_method: str, scenario: Scenario, placement: Placement, threads: int,
-            lead: Any, timeout: float, follow: Any = None) -> None:
+            lead: Any, timeout: float, follow: Any = None, restore: str | None = None) -> None:
     torch.set_num_threads(threads)
     init_worker(rank, world, init_method, timeout)
     try:
-        engine = DistributedEngine(scenario, placement, rank)
+        if restore is not None:
+            ckpt = torch.load(restore, map_location="cpu", weights_only=False)  # our own pickle
+            engine = DistributedEngine.restore_worker(ckpt, scenario, rank)
+        else:
+            engine = DistributedEngine(scenario, placement, rank, checkpoints=True)
         if rank == 0 and lead is not None:
             lead(engine)
         elif rank != 0 and follow is not None:
             follow(engine)
-        else:
-            engine.run()
+        else:  # the same schedule as worker 0's, checkpoints included (collective; worker 0 writes them)
+            engine.run(ticks=scenario.train.ticks - engine.tick)
         engine.transport.close(engine.tick)
     finally:
         dist.destroy_process_group()
 
 
 def launch(scenario: Scenario, workers: int, lead: Any = None, threads: int = 1,
-           timeout: float = DEFAULT_TIMEOUT, follow: Any = None) -> Placement:
+           timeout: float = DEFAULT_TIMEOUT, follow: Any = None, restore: str | None = None) -> Placement:
     """Run ``scenario`` on ``workers`` local processes (``spawn``), one intra-op thread each by default.
     ``lead(engine)`` runs on worker 0 (e.g. the runner's training loop that writes the run folder); the
     other workers run ``follow(engine)`` (default ``engine.run()``: the same schedule of ticks, logs and
@@ -186,7 +250,8 @@ def launch(scenario: Scenario, workers: int, lead: Any = None, threads: int = 1,
     ``timeout`` seconds)."""
     placement = plan(scenario, workers)
     init = f"tcp://127.0.0.1:{free_port()}"
-    ctx = mp.start_processes(_worker, args=(workers, init, scenario, placement, threads, lead, timeout, follow),
+    args = (workers, init, scenario, placement, threads, lead, timeout, follow, restore)
+    ctx = mp.start_processes(_worker, args=args,
                              nprocs=workers, join=False, start_method="spawn")
     try:
         while not ctx.join(timeout=0.5):
@@ -262,6 +327,60 @@ def run_distributed(scenario: Scenario, out: Path | None = None, progress: bool 
         path = out if out is not None else claim_default(scenario.name, scenario.seed)
         if not quiet:
             print(f"run folder: {path} ({scenario.engine.workers} workers)", file=sys.stderr)
-        launch(scenario, scenario.engine.workers, functools.partial(_lead, path=str(path), progress=progress,
-                                                                    quiet=quiet, overwrite=overwrite))
+        try:
+            launch(scenario, scenario.engine.workers, functools.partial(_lead, path=str(path), progress=progress,
+                                                                        quiet=quiet, overwrite=overwrite))
+        except CorporationError as e:
+            raise CorporationError(_after_failure(path, scenario, str(e))) from None
     return json.loads((path / "summary.json").read_text())
+
+
+def _after_failure(path: Path, scenario: Scenario, what: str) -> str:
+    """A failed launch: the run folder keeps its metrics and last checkpoint; a summary that worker 0 could
+    not write is written here. Returns the one-line message, with the last logged tick."""
+    last: dict[str, Any] = {}
+    try:
+        lines = (path / "metrics.jsonl").read_text().splitlines()
+        last = json.loads(lines[-1]) if lines else {}
+    except (OSError, ValueError):
+        pass
+    tick = last.get("tick", 0)
+    summary_path = path / "summary.json"
+    try:  # worker 0, stopped by the launcher, may have written one (as interrupted): it records the failure
+        summary = json.loads(summary_path.read_text())
+    except (OSError, ValueError):
+        summary = {"name": scenario.name, "seed": scenario.seed, "ticks": tick,
+                   "final": {k: v for k, v in last.items() if k != "tick"}}
+    summary.pop("interrupted", None)
+    summary["error"] = what
+    try:
+        tmp = path / "summary.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2))
+        tmp.replace(summary_path)
+    except OSError:
+        pass
+    return f"{what}, after tick {tick} (the last logged); {path} keeps its metrics and last checkpoint"
+
+
+def _resume_lead(engine: DistributedEngine, folder: str, progress: bool | None, quiet: bool) -> None:
+    """Worker 0 of a resumed run: the runner's loop, appending to the run folder."""
+    from .runfolder import open_folder
+    from .runner import _read_summary, _train
+    from .scenario import dump
+
+    path = Path(folder)
+    with open_folder(path, create=False) as run:
+        before = _read_summary(path)
+        if not quiet:
+            print(f"resuming {path} at tick {engine.tick} ({engine.world} workers)", file=sys.stderr)
+        run.write_text("scenario.yaml", dump(engine.scenario))
+        _train(engine, run, run.metrics(keep_until=engine.tick), progress, quiet, before)
+
+
+def resume_distributed(folder: Path, scenario: Scenario, progress: bool | None = None,
+                       quiet: bool = False) -> dict[str, Any]:
+    """``resume`` of a distributed run: every worker restores its part of ``folder/checkpoint.pt``."""
+    launch(scenario, scenario.engine.workers, functools.partial(_resume_lead, folder=str(folder),
+                                                                progress=progress, quiet=quiet),
+           restore=str(folder / "checkpoint.pt"))
+    return json.loads((folder / "summary.json").read_text())

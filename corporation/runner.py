@@ -268,6 +268,14 @@ def resume_run(folder: str | Path, overrides: list[str] | tuple[str, ...] = (), 
     if bad:
         raise ScenarioError(f"resume can change only {', '.join('train.' + k for k in RESUMABLE_KEYS)}, not "
                             f"{bad[0]}; start a new run to change it", "--set", file=str(folder / "scenario.yaml"))
+    if scenario.engine.kind == "distributed":  # its workers restore their parts and write the folder
+        ckpt = _read_checkpoint(folder)
+        if ckpt["tick"] >= scenario.train.ticks:
+            raise RunFolderError(f"{folder}: the checkpoint is at tick {ckpt['tick']} and train.ticks is "
+                                 f"{scenario.train.ticks}: nothing to do; raise it with --set train.ticks=N")
+        from .distributed import resume_distributed
+
+        return resume_distributed(folder, scenario, progress, quiet)
     with open_folder(folder, create=False) as run:
         ckpt = _read_checkpoint(folder)
         if ckpt["tick"] >= scenario.train.ticks:

@@ -6,7 +6,6 @@ import functools
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,6 @@ import torch
 
 from corporation import Engine, ScenarioError, load
 from corporation.distributed import launch, plan
-from corporation.errors import CorporationError
 
 ROOT = Path(__file__).resolve().parents[1]
 SHORT = ["device=cpu", "train.ticks=40", "train.eval_every=20", "train.progress=false"]
@@ -63,30 +61,6 @@ def test_placement_rules_are_validation_errors():
                                                             "engine.workers=2", "engine.placement={zz: 1}"]), 2)
 
 
-def test_a_worker_that_dies_ends_the_run_naming_it():
-    import plugins.dying  # noqa: F401  (registers the dying_digits task)
-
-    scenario = load(ROOT / "scenarios" / "corporation.yaml",
-                    [*SHORT, "task.kind=dying_digits", "task.die_at=5", "task.rank=1", "train.ticks=400"])
-    started = time.perf_counter()
-    with pytest.raises(CorporationError, match="worker 1 died"):
-        launch(scenario, 2, timeout=20)
-    assert time.perf_counter() - started < 60
-
-
-def test_cli_run_with_two_workers_writes_one_run_folder(tmp_path):
-    out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "corporation", "run", str(ROOT / "scenarios" / "corporation.yaml"),
-                           "--workers", "2", "--out", str(out), "--set", "device=cpu", "--set", "train.ticks=20",
-                           "--set", "train.eval_every=20", "--quiet"],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    lines = (out / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 1 and "test/accuracy" in json.loads(lines[0])
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["ticks"] == 20 and "time/worker1/busy" in summary["final"]
-
-
 def test_free_mode_trains_and_reports_staleness_in_ticks_and_seconds(tmp_path):
     scenario = load(ROOT / "scenarios" / "corporation.yaml",
                     ["device=cpu", "train.ticks=150", "train.eval_every=150", "train.progress=false",
@@ -99,7 +73,7 @@ def test_free_mode_trains_and_reports_staleness_in_ticks_and_seconds(tmp_path):
     assert last["time/worker0/tick"] == last["time/worker1/tick"] == 150
 
 
-def test_torchrun_standalone_launch_writes_the_same_metrics(tmp_path):
+def test_cli_workers_and_torchrun_standalone_write_one_folder_with_the_same_metrics(tmp_path):
     common = ["--set", "device=cpu", "--set", "train.ticks=20", "--set", "train.eval_every=20", "--quiet"]
     file = str(ROOT / "scenarios" / "corporation.yaml")
     runs = {}
@@ -110,6 +84,43 @@ def test_torchrun_standalone_launch_writes_the_same_metrics(tmp_path):
         proc = subprocess.run([sys.executable, *cmd, "--out", str(out), *common], capture_output=True, text=True,
                               timeout=300, cwd=tmp_path, check=False)
         assert proc.returncode == 0, proc.stderr[-2000:]
-        runs[how] = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+        (line,) = (out / "metrics.jsonl").read_text().splitlines()
+        runs[how] = json.loads(line)
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["ticks"] == 20 and "time/worker1/busy" in summary["final"] and "test/accuracy" in line
     assert {k: v for k, v in runs["spawn"].items() if not k.startswith("time/")} == \
         {k: v for k, v in runs["torchrun"].items() if not k.startswith("time/")}
+
+
+def test_distributed_resume_continues_exactly(tmp_path):
+    def cli(*args):
+        proc = subprocess.run([sys.executable, "-m", "corporation", *args, "--quiet"], capture_output=True,
+                              text=True, timeout=300, cwd=tmp_path, check=False)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+
+    file = str(ROOT / "scenarios" / "corporation.yaml")
+    common = ["--set", "device=cpu", "--set", "train.eval_every=20"]
+    cli("run", file, "--workers", "2", "--out", str(tmp_path / "a"), *common, "--set", "train.ticks=40")
+    cli("resume", str(tmp_path / "a"), "--set", "train.ticks=60")
+    cli("run", file, "--workers", "2", "--out", str(tmp_path / "b"), *common, "--set", "train.ticks=60")
+
+    def lines(run):
+        return [{k: v for k, v in json.loads(x).items() if not k.startswith("time/")}
+                for x in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["tick"] for r in lines("a")] == [20, 40, 60]
+    assert lines("a") == lines("b")
+
+
+def test_a_dying_worker_leaves_the_run_folder_whole(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-c", ("import sys; sys.path.insert(0, sys.argv[1]); import plugins.dying; "
+                           "from corporation.cli import main; sys.exit(main(sys.argv[2:]))"), str(ROOT / "tests"),
+                           "run", str(ROOT / "scenarios" / "corporation.yaml"), "--workers", "2", "--out", str(out),
+                           "--set", "device=cpu", "--set", "task.kind=dying_digits", "--set", "task.die_at=30",
+                           "--set", "train.eval_every=20", "--set", "train.ticks=400", "--quiet"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    err = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert len(err) == 1 and "worker 1 died" in err[0] and "after tick 20" in err[0], proc.stderr[-1500:]
+    assert (out / "checkpoint.pt").is_file() and len((out / "metrics.jsonl").read_text().splitlines()) == 1
+    assert "worker 1 died" in json.loads((out / "summary.json").read_text())["error"]
