@@ -2,7 +2,8 @@
 
 A run checks the device, the data and the out folder before it creates anything, then writes
 ``DIR/scenario.yaml`` (resolved), appends ``metrics.jsonl`` line by line (flushed), writes ``checkpoint.pt``
-after every evaluation and ``summary.json`` and ``accuracy.png`` at the end (atomically; a plotting
+after every evaluation, TensorBoard event files (:mod:`corporation.tensorboard`), and ``summary.json`` and
+``accuracy.png`` at the end (atomically; a plotting
 failure only warns). Folder rules (never overwritten, locked) are in :mod:`corporation.runfolder`.
 
 Stopping: SIGINT (Ctrl-C) and SIGTERM end the run after the current tick with a checkpoint and a summary
@@ -33,6 +34,7 @@ from .runfolder import RunFolder, RunFolderError, check_out, claim_default, open
 from .scenario import dump, load
 from .schema import to_plain
 from .spec import Scenario
+from .tensorboard import EventLog
 
 RESUMABLE_KEYS = ("ticks", "progress")  # the train keys `resume --set` may change
 
@@ -136,10 +138,14 @@ def _train(engine: Engine, folder: RunFolder, metrics: Any, progress: bool | Non
     started = time.perf_counter()
     stop = StopFlag()
     failure: BaseException | None = None
+    events = EventLog(folder.path, resumed_at=engine.tick if before else None, quiet=quiet)
 
     def on_log(record: dict[str, Any]) -> None:
         record = {k: _clean(v) for k, v in record.items()}
         metrics.write(record)
+        events.scalars(record)
+        if _is_eval(record):
+            events.histograms(engine, record["tick"])
         # the final table: the last record, plus the last evaluation's metrics (a metric absent from the last
         # record, e.g. an M that got no target since the log before, is absent here too, never stale)
         evaluated = {k: v for k, v in (record if _is_eval(record) else final).items() if _is_eval_key(k)}
@@ -162,6 +168,7 @@ def _train(engine: Engine, folder: RunFolder, metrics: Any, progress: bool | Non
     finally:
         bar.close()
         metrics.close()
+        events.close()
     if engine.cannot_checkpoint:
         print(f"warning: no checkpoint.pt, so this run cannot be resumed ({engine.cannot_checkpoint})",
               file=sys.stderr)
