@@ -1,4 +1,4 @@
-"""Command line: ``python -m corporation run|resume|evaluate|validate|show``.
+"""Command line: ``python -m corporation run|resume|evaluate|validate|show|plot|compare``.
 
 Exit codes (README "Exit codes"): 0 done, 2 user error (one line on stderr, no traceback), 3 diverged (one line
 naming where, what and the tick), 130 interrupted (the run folder keeps its metrics, summary and checkpoint).
@@ -58,7 +58,50 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("file")
     show.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     show.add_argument("--ticks", type=int, help="columns of the clock table (1..1000)")
+    plot = sub.add_parser("plot", help="overlay runs' metrics over ticks (seeds of one scenario: mean and spread)")
+    plot.add_argument("runs", nargs="+", metavar="RUN")
+    plot.add_argument("--metric", dest="metrics", action="append", default=[], metavar="M",
+                      help="a logged metric, e.g. test/accuracy (repeatable; default: test accuracy or return)")
+    plot.add_argument("--out", default="runs.png", help="image file: .png, .pdf or .svg (default: runs.png)")
+    cmp = sub.add_parser("compare", help="print runs' final metrics side by side (seeds of one scenario: "
+                         "mean ± sd)")
+    cmp.add_argument("runs", nargs="+", metavar="RUN")
+    cmp.add_argument("--metric", dest="metrics", action="append", default=[], metavar="M",
+                     help="a metric to show (repeatable; default: every test metric)")
     return p
+
+
+PLOT_FORMATS = (".png", ".pdf", ".svg")
+
+
+def plot(runs: list[str], metrics: list[str], out: str) -> int:
+    """Draw the runs' metrics to ``out`` (one panel per metric, one curve per group of seeds)."""
+    from .compare import check_metrics, default_metrics, group_runs, read_runs
+    from .plots import plot_groups
+
+    if Path(out).suffix.lower() not in PLOT_FORMATS:
+        raise UsageError(f"--out {out}: name an image file ending in {', '.join(PLOT_FORMATS)}")
+    found = read_runs(runs)
+    metrics = metrics or default_metrics(found)
+    if not metrics:
+        raise CorporationError(f"{runs[0]}: the runs logged no metric to plot yet")
+    check_metrics(found, metrics)
+    try:
+        path = plot_groups(group_runs(found), metrics, Path(out))
+    except OSError as e:
+        raise CorporationError(f"--out {out}: {e.strerror or e}; choose another --out") from None
+    print(f"wrote {path}")
+    return 0
+
+
+def compare(runs: list[str], metrics: list[str]) -> int:
+    """Print the runs' final metrics side by side."""
+    from .compare import check_metrics, compare_table, read_runs
+
+    found = read_runs(runs)
+    check_metrics(found, metrics)
+    print("\n".join(compare_table(found, metrics or None)))
+    return 0
 
 
 def validate(files: list[str], overrides: list[str]) -> int:
@@ -96,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
             return validate(args.files, args.overrides)
         if args.command == "show":
             return show(args.file, args.overrides, args.ticks)
+        if args.command == "plot":
+            return plot(args.runs, args.metrics, args.out)
+        if args.command == "compare":
+            return compare(args.runs, args.metrics)
         from . import runner
 
         if args.command == "evaluate":
