@@ -31,8 +31,7 @@ from .engine import Engine
 from .errors import CorporationError, ScenarioError
 from .guard import Diverged
 from .runfolder import RunFolder, RunFolderError, check_out, claim_default, open_folder, os_problem
-from .scenario import dump, load
-from .schema import to_plain
+from .scenario import dump, load, plain
 from .spec import Scenario
 from .tensorboard import EventLog
 
@@ -270,7 +269,7 @@ def resume_run(folder: str | Path, overrides: list[str] | tuple[str, ...] = (), 
     folder = Path(folder)
     old = _run_scenario_of(folder)
     scenario = _run_scenario_of(folder, overrides)
-    changed = _changed_keys(to_plain(old), to_plain(scenario))
+    changed = _changed_keys(plain(old), plain(scenario))
     bad = [k for k in changed if k not in {f"train.{x}" for x in RESUMABLE_KEYS}]
     if bad:
         raise ScenarioError(f"resume can change only {', '.join('train.' + k for k in RESUMABLE_KEYS)}, not "
