@@ -27,6 +27,7 @@ from typing import Any, TextIO
 
 import torch
 
+from .builders import resolve
 from .engine import Engine
 from .errors import CorporationError, ScenarioError
 from .guard import Diverged
@@ -112,7 +113,9 @@ def _one_thread(engine: Engine) -> None:
 def run_scenario(scenario: Scenario, out: Path | None = None, device: str | None = None,
                  progress: bool | None = None, quiet: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Train ``scenario`` and write its run folder (default: the first free ``runs/<name>-<seed>[-k]``);
-    returns the summary. Raises :class:`Diverged` after writing the folder when the run diverged."""
+    returns the summary. Raises :class:`Diverged` after writing the folder when the run diverged. A scenario
+    built from the dataclasses is validated and merged first, as its file would be (:func:`resolve`)."""
+    scenario = resolve(scenario)
     if out is not None:
         out = Path(out)
         check_out(out, overwrite)

@@ -203,6 +203,16 @@ def _merge_interfaces(raw: dict) -> None:
         e["interface"] = merge(default, own or {})
 
 
+def _settle_defaults(scenario: Scenario) -> None:
+    """Defaults that depend on the graph: a model whose params define ``settle_out_activation`` (``mlp``)
+    learns whether it is an output agent: every out-edge goes to a task port, with no head on it."""
+    for name, agent in scenario.agents.items():
+        settle = getattr(agent.model, "settle_out_activation", None)
+        if callable(settle):
+            outs = [e.dst for e in scenario.edges if e.src == name]
+            settle(bool(outs) and all(is_port(d) and d not in agent.heads for d in outs))
+
+
 def check(raw: Any, overrides: list[str] | tuple[str, ...] = (),
           file: str | None = None, imports: list[str] | tuple[str, ...] = ()) -> tuple[Scenario, Graph]:
     """Validate a scenario given as plain data and build its graph; errors name ``file`` and the key path.
@@ -230,6 +240,7 @@ def check(raw: Any, overrides: list[str] | tuple[str, ...] = (),
         _merge_interfaces(raw)
         scenario = build(Scenario, raw)
         scenario.imports = names  # not a spec field (yet): kept beside it, written by dump()
+        _settle_defaults(scenario)
         graph = graph_mod.build_graph(scenario)  # graph checks: unknown nodes, cycles, sizes, limits
         return scenario, graph
     except ScenarioError as e:
