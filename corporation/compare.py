@@ -34,6 +34,7 @@ class Run:
     scenario: dict[str, Any]
     records: list[dict[str, Any]]
     final: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)  # summary.json ({} while the run has none)
 
     @property
     def name(self) -> str:
@@ -70,12 +71,12 @@ def read_run(folder: str | Path) -> Run:
         final.update(r)
     try:
         summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
-        if isinstance(summary, dict) and isinstance(summary.get("final"), dict):
-            final = {**{k: v for k, v in final.items() if k == "tick"}, **summary["final"]}
-            final["tick"] = summary.get("ticks", final.get("tick"))
     except (OSError, ValueError):
-        pass
-    return Run(path, scenario, records, final)
+        summary = {}
+    summary = summary if isinstance(summary, dict) else {}
+    if isinstance(summary.get("final"), dict):
+        final = {**summary["final"], "tick": summary.get("ticks", final.get("tick"))}
+    return Run(path, scenario, records, final, summary)
 
 
 def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -100,6 +101,14 @@ class Group:
     runs: list[Run]
 
 
+def _differing(flats: list[dict[str, Any]]) -> list[str]:
+    """The keys whose values differ among ``flats`` (an edge's interface key that differs because the
+    default ``interface`` differs is left out: the default names it)."""
+    keys = {k for f in flats for k in f if any(g.get(k) != f.get(k) for g in flats)}
+    return sorted(k for k in keys - {"name"} if not (k.startswith("edges.") and ".interface." in k
+                                                      and "interface." + k.split(".interface.", 1)[1] in keys))
+
+
 def group_runs(runs: list[Run]) -> list[Group]:
     """Runs grouped by their scenario without seed/device; labels name what tells groups apart."""
     flats = [{k: v for k, v in _flat(r.scenario).items() if k not in IGNORED} for r in runs]
@@ -112,14 +121,10 @@ def group_runs(runs: list[Run]) -> list[Group]:
             members[key] = []
         members[key].append(i)
     firsts = [flats[members[k][0]] for k in keys]
-    differing = {k for f in firsts for k in set().union(*firsts) if any(g.get(k) != f.get(k) for g in firsts)}
-    # an edge's interface differs because the default differs: name the default only
-    differing = sorted(k for k in differing - {"name"}
-                       if not (k.startswith("edges.") and ".interface." in k
-                               and "interface." + k.split(".interface.", 1)[1] in differing))
     groups = []
     for key, first in zip(keys, firsts):
         label = str(first.get("name", "run"))
+        differing = _differing([f for f in firsts if f.get("name") == first.get("name")])  # same name: say what
         diff = [f"{k}={first.get(k)}" for k in differing[:3]]
         if diff:
             label += " (" + ", ".join(diff) + (", ..." if len(differing) > 3 else "") + ")"
