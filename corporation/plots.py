@@ -156,9 +156,11 @@ def plot_groups(groups: list[Any], metrics: list[str], out: Path, title: str = "
 
 
 def plot_points(panels: list[tuple[str, dict[str, dict[float, list[float]]]]], out: Path, xlabel: str,
-                ylabel: str, logy: bool = False, title: str = "") -> Path:
+                ylabel: str, logy: bool = False, title: str = "", logx: bool = False,
+                references: list[dict[str, float]] | None = None) -> Path:
     """Side-by-side panels ``(title, {label: {x: [value per seed]}})`` of a result against a setting (depth,
-    window, probability): per label, the mean over seeds with bars from the lowest to the highest seed."""
+    window, probability): per label, the mean over seeds with bars from the lowest to the highest seed.
+    ``references``: per panel, labelled horizontal lines (e.g. the backprop oracle)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -168,7 +170,7 @@ def plot_points(panels: list[tuple[str, dict[str, dict[float, list[float]]]]], o
     fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.5), dpi=110, squeeze=False)
     labels = list(dict.fromkeys(label for _, series in panels for label in series))  # one colour per label
     try:
-        for ax, (name, series) in zip(axes[0], panels):
+        for k, (ax, (name, series)) in enumerate(zip(axes[0], panels)):
             ticks: set = set()
             for label, points in series.items():
                 i = labels.index(label)
@@ -181,8 +183,14 @@ def plot_points(panels: list[tuple[str, dict[str, dict[float, list[float]]]]], o
                 high = [max(points[x]) - m for m, x in zip(mean, xs)]
                 ax.errorbar(xs, mean, yerr=[low, high], marker="osD^v<>"[i % 7], color=f"C{i % 10}", capsize=3,
                             label=label)
+            for ref, value in (references[k] if references else {}).items():
+                ax.axhline(value, color="grey", linestyle=":", label=ref)
+            if logx:
+                ax.set_xscale("log")
+                ax.minorticks_off()
             if ticks and len(ticks) <= 12:
                 ax.set_xticks(sorted(ticks))
+                ax.set_xticklabels([f"{t:g}" for t in sorted(ticks)])
             ax.set_title(name, fontsize=9)
             ax.set_xlabel(xlabel)
             ax.set_ylabel(ylabel)
