@@ -95,13 +95,14 @@ def group_curve(series: list[dict[int, float]]) -> tuple[list[int], list[float],
     return ticks, [sum(r) / len(r) for r in rows], [min(r) for r in rows], [max(r) for r in rows]
 
 
-def plot_curves(panels: list[tuple[str, str, list[Any]]], out: Path, x: str = "tick", title: str = "",
+def plot_curves(panels: list[tuple], out: Path, x: str = "tick", title: str = "",
                 references: dict[str, float] | None = None, ylim: tuple[float | None, float | None] | None = None,
                 cols: int = 3) -> Path:
-    """Panels ``(title, metric, groups)``; in each, one curve per group of runs
+    """Panels ``(title, metric, groups[, references])``; in each, one curve per group of runs
     (:class:`corporation.compare.Group`): the mean over its seeds at the ticks they all logged, with the band
     from the lowest to the highest seed. ``x``: ``tick`` or a logged metric (e.g. ``train/env_steps``; its mean
-    over the seeds at each tick). ``references``: labelled horizontal lines (e.g. scripted baselines)."""
+    over the seeds at each tick). ``references``: labelled horizontal lines (e.g. scripted baselines), for every
+    panel without its own."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -110,9 +111,9 @@ def plot_curves(panels: list[tuple[str, str, list[Any]]], out: Path, x: str = "t
     cols = min(len(panels), cols)
     rows = (len(panels) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.6 * rows), dpi=100, squeeze=False)
-    labels = list(dict.fromkeys(g.label for _, _, groups in panels for g in groups))  # one colour per label
+    labels = list(dict.fromkeys(g.label for p in panels for g in p[2]))  # one colour per label
     try:
-        for ax, (name, metric, groups) in zip(axes.flat, panels):
+        for ax, (name, metric, groups, *own) in zip(axes.flat, panels):
             for g in groups:
                 series = [s for s in (r.series(metric) for r in g.runs) if s]
                 if x != "tick":  # only ticks where the x metric was logged too; x: its mean over the seeds
@@ -128,7 +129,7 @@ def plot_curves(panels: list[tuple[str, str, list[Any]]], out: Path, x: str = "t
                         label=g.label + (f" (mean of {n} seeds)" if n > 1 else ""))
                 if n > 1:
                     ax.fill_between(xs, low, high, color=color, alpha=0.2, linewidth=0)
-            for ref, value in (references or {}).items():
+            for ref, value in (own[0] if own else references or {}).items():
                 ax.axhline(value, color="grey", ls=":", lw=1)
                 ax.annotate(ref, (ax.get_xlim()[0], value), fontsize=7, color="grey", va="bottom")
             if ylim is not None:

@@ -4,6 +4,7 @@
   thread) unless the folder already holds a finished run of the same settings, and returns it as a
   :class:`~corporation.compare.Run` (its records and final metrics). :func:`cached_runs` does many, ``jobs``
   at a time. The folders are ordinary run folders: ``python -m corporation plot`` / ``compare`` read them.
+- :func:`json_cached` keeps a measurement that is not a run (a script's own timing) as a JSON file.
 - :func:`write_page` (re)writes a Markdown page, keeping its hand-written block between markers.
 - :func:`mean_sd` formats a table cell over seeds.
 """
@@ -15,7 +16,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,6 +135,20 @@ def cached_runs(cells: list[Cell], jobs: int = 1, log: bool = True) -> list[Run]
 
     with ThreadPoolExecutor(max(1, jobs)) as pool:
         return list(pool.map(one, cells))
+
+
+def json_cached(path: Path, compute: Callable[[], Any]) -> Any:
+    """``compute()``'s result, stored as JSON at ``path`` and read back from there when it exists: for a
+    measurement a run folder does not hold (e.g. a script's own timing of training without evaluation)."""
+    path = Path(path)
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    result = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(result) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return result
 
 
 def mean_sd(values: list[float], fmt: str = ".1f") -> str:
