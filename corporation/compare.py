@@ -102,11 +102,32 @@ class Group:
 
 
 def _differing(flats: list[dict[str, Any]]) -> list[str]:
-    """The keys whose values differ among ``flats`` (an edge's interface key that differs because the
-    default ``interface`` differs is left out: the default names it)."""
+    """The keys whose values differ among ``flats``: first those whose values differ among the runs that have
+    them, shallowest first, then those some runs lack. An edge's interface key that differs because the
+    default ``interface`` differs is left out (the default names it)."""
     keys = {k for f in flats for k in f if any(g.get(k) != f.get(k) for g in flats)}
-    return sorted(k for k in keys - {"name"} if not (k.startswith("edges.") and ".interface." in k
-                                                      and "interface." + k.split(".interface.", 1)[1] in keys))
+    keys = {k for k in keys - {"name"} if not (k.startswith("edges.") and ".interface." in k
+                                               and "interface." + k.split(".interface.", 1)[1] in keys)}
+
+    def rank(k: str) -> tuple:
+        values = [json.dumps(f[k], sort_keys=True, default=str) for f in flats if k in f]
+        return (len(set(values)) < 2, k.count("."), k)
+
+    return sorted(keys, key=rank)
+
+
+def _telling(i: int, flats: list[dict[str, Any]], ranked: list[str]) -> list[str]:
+    """The keys (taken in ``ranked`` order) that tell ``flats[i]`` apart from every other one of the same name."""
+    others = {j for j, f in enumerate(flats) if j != i and f.get("name") == flats[i].get("name")}
+    chosen = []
+    for k in ranked:
+        told = {j for j in others if flats[j].get(k) != flats[i].get(k)}
+        if told:
+            chosen.append(k)
+            others -= told
+        if not others:
+            break
+    return chosen
 
 
 def group_runs(runs: list[Run]) -> list[Group]:
@@ -121,14 +142,14 @@ def group_runs(runs: list[Run]) -> list[Group]:
             members[key] = []
         members[key].append(i)
     firsts = [flats[members[k][0]] for k in keys]
+    ranked = _differing(firsts)
     groups = []
-    for key, first in zip(keys, firsts):
+    for i, (key, first) in enumerate(zip(keys, firsts)):
         label = str(first.get("name", "run"))
-        differing = _differing([f for f in firsts if f.get("name") == first.get("name")])  # same name: say what
-        diff = [f"{k}={first.get(k)}" for k in differing[:3]]
+        diff = [f"{k}={first.get(k)}" for k in _telling(i, firsts, ranked)]
         if diff:
-            label += " (" + ", ".join(diff) + (", ..." if len(differing) > 3 else "") + ")"
-        groups.append(Group(label, [runs[i] for i in members[key]]))
+            label += " (" + ", ".join(diff) + ")"
+        groups.append(Group(label, [runs[j] for j in members[key]]))
     return groups
 
 

@@ -76,16 +76,29 @@ def has_accuracy(records: list[dict[str, Any]]) -> bool:
     return any(k.endswith("accuracy") for k in accuracy_series(records))
 
 
+def return_metrics(records: list[dict[str, Any]]) -> list[str]:
+    """The episode-return metrics an RL run logged (``train/episode_return``, ``test/.../episode_return``)."""
+    return sorted({k for r in records for k in r if k.endswith("episode_return")})
+
+
 def plot_run(run_dir: Path, title: str = "") -> Path | None:
-    """Plot ``run_dir/metrics.jsonl`` to ``run_dir/accuracy.png`` (written atomically)."""
+    """Plot ``run_dir/metrics.jsonl`` to ``run_dir/accuracy.png`` or, for an RL run, ``run_dir/return.png``
+    (one panel per return metric; written atomically); None: nothing to plot."""
+    from .compare import Group, read_run
     from .runfolder import RunFolder
 
     run_dir = Path(run_dir)
     records = read_records(run_dir / "metrics.jsonl")
-    if not has_accuracy(records):
+    if has_accuracy(records):
+        RunFolder(run_dir).write_atomic("accuracy.png", lambda p: plot_accuracy(records, p, title))
+        return run_dir / "accuracy.png"
+    metrics = return_metrics(records)
+    if not metrics:
         return None
-    RunFolder(run_dir).write_atomic("accuracy.png", lambda p: plot_accuracy(records, p, title))
-    return run_dir / "accuracy.png"
+    group = Group("return", [read_run(run_dir)])
+    RunFolder(run_dir).write_atomic("return.png", lambda p: plot_curves(
+        [(m, m, [group]) for m in metrics], p, title=title, cols=2))
+    return run_dir / "return.png"
 
 
 def group_curve(series: list[dict[int, float]]) -> tuple[list[int], list[float], list[float], list[float]]:
@@ -145,10 +158,16 @@ def plot_curves(panels: list[tuple], out: Path, x: str = "tick", title: str = ""
             fig.suptitle(title, fontsize=9)
         fig.tight_layout()
         out = Path(out)
-        fig.savefig(out, format=out.suffix.lstrip(".") or "png")
+        fig.savefig(out, format=_format(out))
         return out
     finally:
         plt.close(fig)
+
+
+def _format(path: Path) -> str:
+    """The image format named by ``path``'s suffix (png for a temporary name such as ``.x.png.tmp``)."""
+    suffix = path.suffix.lower().lstrip(".")
+    return suffix if suffix in ("png", "pdf", "svg") else "png"
 
 
 def plot_groups(groups: list[Any], metrics: list[str], out: Path, title: str = "") -> Path:

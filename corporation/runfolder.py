@@ -22,7 +22,8 @@ from typing import Any, TextIO
 
 from .errors import CorporationError
 
-RUN_FILES = ("scenario.yaml", "metrics.jsonl", "summary.json", "checkpoint.pt", "accuracy.png", "eval.json")
+RUN_FILES = ("scenario.yaml", "metrics.jsonl", "summary.json", "checkpoint.pt", "accuracy.png", "return.png",
+             "eval.json")
 EVENTS_GLOB = "events.out.tfevents.*"  # TensorBoard event files (corporation.tensorboard)
 LOCK = ".lock"
 

@@ -3,7 +3,7 @@
 A run checks the device, the data and the out folder before it creates anything, then writes
 ``DIR/scenario.yaml`` (resolved), appends ``metrics.jsonl`` line by line (flushed), writes ``checkpoint.pt``
 after every evaluation, TensorBoard event files (:mod:`corporation.tensorboard`), and ``summary.json`` and
-``accuracy.png`` at the end (atomically; a plotting
+``accuracy.png`` (``return.png`` for RL) at the end (atomically; a plotting
 failure only warns). Folder rules (never overwritten, locked) are in :mod:`corporation.runfolder`.
 
 Stopping: SIGINT (Ctrl-C) and SIGTERM end the run after the current tick with a checkpoint and a summary
@@ -154,6 +154,9 @@ def _train(engine: Engine, folder: RunFolder, metrics: Any, progress: bool | Non
         final.clear()
         final.update({**evaluated, **record})
         shown.update({k: v for k, v in record.items() if k.startswith("test/") and k.endswith("accuracy")})
+        for key, label in (("train/episode_return", "return"), ("test/episode_return", "test_return")):
+            if isinstance(record.get(key), (int, float)):  # RL: the return in the progress bar
+                shown[label] = record[key]
 
     def on_checkpoint(ckpt: dict[str, Any]) -> None:
         folder.write_atomic("checkpoint.pt", lambda p: torch.save(ckpt, p))
@@ -203,13 +206,14 @@ def _train(engine: Engine, folder: RunFolder, metrics: Any, progress: bool | Non
 
 
 def _plot(folder: RunFolder, title: str) -> None:
-    """``accuracy.png`` (test accuracy over ticks); a plotting failure only warns, the run is kept."""
+    """``accuracy.png`` (test accuracy over ticks) or, for an RL run, ``return.png`` (episode returns over
+    ticks); a plotting failure only warns, the run is kept."""
     try:
         from .plots import plot_run
 
         plot_run(folder.path, title)
     except Exception as e:  # noqa: BLE001  (matplotlib missing or broken: the run folder is still complete)
-        print(f"warning: no accuracy plot ({type(e).__name__}: {e})", file=sys.stderr)
+        print(f"warning: no accuracy plot or return plot ({type(e).__name__}: {e})", file=sys.stderr)
 
 
 def print_table(summary: dict[str, Any], out: Path, stream: TextIO | None = None) -> None:

@@ -73,3 +73,11 @@ def test_an_unknown_metric_or_image_type_is_one_line(runs, tmp_path, capsys):
     assert "did you mean 'test/accuracy'" in capsys.readouterr().err
     assert main(["plot", str(runs["dni0"]), "--out", str(tmp_path / "x.txt")]) == 2
     assert ".png, .pdf, .svg" in capsys.readouterr().err
+
+
+def test_an_rl_run_folder_gets_a_return_curve(tmp_path):
+    out = tmp_path / "cartpole"
+    assert main(["run", str(ROOT / "scenarios" / "cartpole.yaml"), "--out", str(out), "--quiet", "--set",
+                 "train.ticks=100", "--set", "train.eval_every=50", "--set", "train.log_every=25", "--set",
+                 "task.num_envs=4", "--set", "task.test_episodes=1"]) == 0
+    assert (out / "return.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not (out / "accuracy.png").exists()
