@@ -73,3 +73,22 @@ def test_a_resumed_run_appends_to_the_same_event_files_without_duplicates(tmp_pa
     assert {tag: [(e.step, e.value) for e in got.Scalars(tag)] for tag in got.Tags()["scalars"]} == want_scalars
     assert {tag: [h.step for h in got.Histograms(tag)] for tag in got.Tags()["histograms"]} == want_hist
     assert max(want_hist["sg/l1-l2/g_hat"]) == 60
+
+
+def test_without_tensorboard_the_run_goes_on_and_says_so_once(tmp_path):
+    """A broken or missing tensorboard package (here: one whose import fails) costs the event files only."""
+    import os
+    import subprocess
+    import sys
+
+    fake = tmp_path / "site" / "tensorboard"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('tensorboard is not installed')\n")
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake.parent), str(ROOT)])}
+    done = subprocess.run([sys.executable, "-m", "corporation", "run", FILE, "--out", str(out),
+                           *_args([*SETS, "train.ticks=20"])], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("no TensorBoard event files") == 1 and "pip install tensorboard" in done.stderr
+    assert not list(out.glob("events.out.tfevents.*")) and (out / "summary.json").is_file()
