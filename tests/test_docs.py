@@ -14,6 +14,7 @@ from corporation.spec import (
     AgentSpec,
     ClockSpec,
     EdgeSpec,
+    EngineSpec,
     HeadSpec,
     InterfaceSpec,
     OptimizerSpec,
@@ -65,7 +66,8 @@ def documented(text: str, path: str) -> bool:
 SPEC = [("Top level", Scenario, ""), ("Agents", AgentSpec, ""), ("Agents", OptimizerSpec, "optimizer."),
         ("Agents", ClockSpec, "clock."), ("Agents", UpdateSpec, "update."), ("Agents", StateSpec, "state."),
         ("Agents", HeadSpec, "heads."), ("Edges", EdgeSpec, ""), ("Interfaces", InterfaceSpec, ""),
-        ("Interfaces", SyntheticInputSpec, "synthetic_input."), ("Train", TrainSpec, "")]
+        ("Interfaces", SyntheticInputSpec, "synthetic_input."), ("Train", TrainSpec, ""),
+        ("Engine", EngineSpec, "engine.")]
 
 
 @pytest.mark.parametrize("section,cls,prefix", SPEC, ids=[f"{s}:{c.__name__}" for s, c, _ in SPEC])
