@@ -7,8 +7,12 @@ Quick use::
     from corporation import load, Engine
     engine = Engine(load("scenarios/ff_digits.yaml"))
     engine.run()
+
+Scenarios built in Python go through the same validation: ``resolve(Scenario(...))`` for the spec
+dataclasses, ``from_graph(networkx.DiGraph, task=..., name=...)`` for a graph (:mod:`corporation.builders`).
 """
 from . import interfaces, models, rnn_models, tasks  # noqa: F401  (register the built-in kinds)
+from .builders import from_graph, resolve
 from .engine import Engine, Event
 from .errors import CorporationError, DataError, ScenarioError
 from .guard import Diverged
@@ -16,5 +20,5 @@ from .runner import load_run
 from .scenario import dump, from_dict, load
 
 __version__ = "0.1.0"
-__all__ = ["CorporationError", "DataError", "Diverged", "Engine", "Event", "ScenarioError", "dump", "from_dict", "load",
-           "load_run"]
+__all__ = ["CorporationError", "DataError", "Diverged", "Engine", "Event", "ScenarioError", "dump", "from_dict",
+           "from_graph", "load", "load_run", "resolve"]

@@ -1,4 +1,4 @@
-"""Command line: ``python -m corporation run|resume|evaluate|validate|show``.
+"""Command line: ``python -m corporation run|resume|evaluate|validate|show|plot|compare``.
 
 Exit codes (README "Exit codes"): 0 done, 2 user error (one line on stderr, no traceback), 3 diverged (one line
 naming where, what and the tick), 130 interrupted (the run folder keeps its metrics, summary and checkpoint).
@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+from . import plugins
 from . import scenario as scenario_mod
 from .errors import CorporationError, one_line
 from .guard import Diverged
@@ -43,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, metavar="K",
                      help="run on K local worker processes (torch.distributed; shorthand for --set "
                           "engine.kind=distributed engine.workers=K; see docs/distributed.md)")
+    run.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                     help="import a module that registers models, tasks or synthesizers (repeatable)")
     res = sub.add_parser("resume", help="continue a run from its checkpoint, in place, exactly")
     res.add_argument("folder")
     res.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -54,19 +57,66 @@ def _parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate", help="check scenario files (schema and graph), no training")
     val.add_argument("files", nargs="+")
     val.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    val.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                     help="import a module that registers models, tasks or synthesizers (repeatable)")
     show = sub.add_parser("show", help="print agents, edges, locked components and the clock table")
     show.add_argument("file")
     show.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     show.add_argument("--ticks", type=int, help="columns of the clock table (1..1000)")
+    show.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                     help="import a module that registers models, tasks or synthesizers (repeatable)")
+    plot = sub.add_parser("plot", help="overlay runs' metrics over ticks (seeds of one scenario: mean and spread)")
+    plot.add_argument("runs", nargs="+", metavar="RUN")
+    plot.add_argument("--metric", dest="metrics", action="append", default=[], metavar="M",
+                      help="a logged metric, e.g. test/accuracy (repeatable; default: test accuracy or return)")
+    plot.add_argument("--out", default="runs.png", help="image file: .png, .pdf or .svg (default: runs.png)")
+    cmp = sub.add_parser("compare", help="print runs' final metrics side by side (seeds of one scenario: "
+                         "mean ± sd)")
+    cmp.add_argument("runs", nargs="+", metavar="RUN")
+    cmp.add_argument("--metric", dest="metrics", action="append", default=[], metavar="M",
+                     help="a metric to show (repeatable; default: every test metric)")
     return p
 
 
-def validate(files: list[str], overrides: list[str]) -> int:
+PLOT_FORMATS = (".png", ".pdf", ".svg")
+
+
+def plot(runs: list[str], metrics: list[str], out: str) -> int:
+    """Draw the runs' metrics to ``out`` (one panel per metric, one curve per group of seeds)."""
+    from .compare import check_metrics, default_metrics, group_runs, read_runs
+    from .plots import plot_groups
+
+    if Path(out).suffix.lower() not in PLOT_FORMATS:
+        raise UsageError(f"--out {out}: name an image file ending in {', '.join(PLOT_FORMATS)}")
+    found = read_runs(runs)
+    metrics = metrics or default_metrics(found)
+    if not metrics:
+        raise CorporationError(f"{runs[0]}: the runs logged no metric to plot yet")
+    check_metrics(found, metrics)
+    try:
+        path = plot_groups(group_runs(found), metrics, Path(out))
+    except OSError as e:
+        raise CorporationError(f"--out {out}: {e.strerror or e}; choose another --out") from None
+    print(f"wrote {path}")
+    return 0
+
+
+def compare(runs: list[str], metrics: list[str]) -> int:
+    """Print the runs' final metrics side by side."""
+    from .compare import check_metrics, compare_table, read_runs
+
+    found = read_runs(runs)
+    check_metrics(found, metrics)
+    print("\n".join(compare_table(found, metrics or None)))
+    return 0
+
+
+def validate(files: list[str], overrides: list[str], imports: list[str] = ()) -> int:
     """Check every file; an ok line on stdout or an error line on stderr for each; 2 if any failed."""
     failed = False
     for f in files:
         try:
-            s, unchecked = scenario_mod.check_file(f, overrides)
+            s, unchecked = scenario_mod.check_file(f, overrides, imports)
         except CorporationError as e:
             print(f"error: {e}", file=sys.stderr)
             failed = True
@@ -76,12 +126,12 @@ def validate(files: list[str], overrides: list[str]) -> int:
     return 2 if failed else 0
 
 
-def show(file: str, overrides: list[str], ticks: int | None) -> int:
+def show(file: str, overrides: list[str], ticks: int | None, imports: list[str] = ()) -> int:
     """Print the scenario's agents, edges, components and clock table (its data need not be installed)."""
     from .show import check_ticks, describe
 
     check_ticks(ticks)
-    print(describe(scenario_mod.check_file(file, overrides)[0], ticks))
+    print(describe(scenario_mod.check_file(file, overrides, imports)[0], ticks))
     return 0
 
 
@@ -92,10 +142,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
+        if getattr(args, "imports", None):
+            plugins.import_all(args.imports, flag=True)
         if args.command == "validate":
-            return validate(args.files, args.overrides)
+            return validate(args.files, args.overrides, args.imports)
         if args.command == "show":
-            return show(args.file, args.overrides, args.ticks)
+            return show(args.file, args.overrides, args.ticks, args.imports)
+        if args.command == "plot":
+            return plot(args.runs, args.metrics, args.out)
+        if args.command == "compare":
+            return compare(args.runs, args.metrics)
         from . import runner
 
         if args.command == "evaluate":
@@ -121,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if under_torchrun():  # torchrun started this process: the world size is its --nproc-per-node x nodes
             overrides += ["engine.kind=distributed", f"engine.workers={os.environ['WORLD_SIZE']}"]
-        s = scenario_mod.load(args.file, overrides)
+        s = scenario_mod.load(args.file, overrides, imports=args.imports)
         try:
             if s.engine.kind == "distributed":
                 from .distributed import run_distributed

@@ -27,19 +27,28 @@ ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "none": 
 @dataclass
 class MLPParams:
     """Linear layers of sizes ``hidden`` then ``out``; each followed by batch norm (optional) and the
-    activation (``out_activation: false`` leaves the last layer linear). ``out: null`` is inferred."""
+    activation, the last one too when ``out_activation`` is true. ``out_activation: null`` (the default) is
+    settled by validation from the graph (:func:`settle_out_activation`): false for an output agent (every
+    out-edge goes to a task port without a head: its output is logits, an action or a value), else true.
+    ``out: null`` is inferred."""
 
     kind: str = "mlp"
     out: int | None = None
     hidden: list[int] = field(default_factory=list)
     batchnorm: bool = False
     activation: Literal["relu", "tanh", "sigmoid", "none"] = "relu"
-    out_activation: bool = True
+    out_activation: bool | None = None
 
     def check(self, path: str) -> None:
         positive(self.out, path, "out")
         for i, h in enumerate(self.hidden):
             positive(h, f"{path}.hidden", str(i))
+
+    def settle_out_activation(self, output_agent: bool) -> None:
+        """Fill in ``out_activation: null``: no activation on an output agent's last layer (ReLU on logits
+        would clip them), the activation otherwise (the output is a hidden layer of the composed network)."""
+        if self.out_activation is None:
+            self.out_activation = not output_agent
 
 
 @dataclass
@@ -69,7 +78,8 @@ def mlp(in_size: int, sizes: list[int], batchnorm: bool, activation: str, out_ac
 
 @MODELS.register("mlp", MLPParams)
 def build_mlp(params: MLPParams, in_size: int, out_size: int, generator: torch.Generator | None = None) -> nn.Module:
-    module = mlp(in_size, [*params.hidden, out_size], params.batchnorm, params.activation, params.out_activation)
+    out_activation = params.out_activation is not False  # null (never settled by validation): as before
+    module = mlp(in_size, [*params.hidden, out_size], params.batchnorm, params.activation, out_activation)
     if generator is not None:
         init_parameters(module, generator)
     return module

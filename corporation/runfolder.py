@@ -22,7 +22,9 @@ from typing import Any, TextIO
 
 from .errors import CorporationError
 
-RUN_FILES = ("scenario.yaml", "metrics.jsonl", "summary.json", "checkpoint.pt", "accuracy.png", "eval.json")
+RUN_FILES = ("scenario.yaml", "metrics.jsonl", "summary.json", "checkpoint.pt", "accuracy.png", "return.png",
+             "eval.json")
+EVENTS_GLOB = "events.out.tfevents.*"  # TensorBoard event files (corporation.tensorboard)
 LOCK = ".lock"
 
 
@@ -125,7 +127,11 @@ class RunFolder:
 
     def clear(self) -> None:
         """Remove an earlier run's files (``--overwrite``); other files in the folder stay."""
-        for name in RUN_FILES:
+        try:
+            events = [p.name for p in self.path.glob(EVENTS_GLOB)]
+        except OSError:
+            events = []
+        for name in [*RUN_FILES, *events]:
             try:
                 (self.path / name).unlink(missing_ok=True)
             except OSError as e:

@@ -2,7 +2,8 @@
 
 A run checks the device, the data and the out folder before it creates anything, then writes
 ``DIR/scenario.yaml`` (resolved), appends ``metrics.jsonl`` line by line (flushed), writes ``checkpoint.pt``
-after every evaluation and ``summary.json`` and ``accuracy.png`` at the end (atomically; a plotting
+after every evaluation, TensorBoard event files (:mod:`corporation.tensorboard`), and ``summary.json`` and
+``accuracy.png`` (``return.png`` for RL) at the end (atomically; a plotting
 failure only warns). Folder rules (never overwritten, locked) are in :mod:`corporation.runfolder`.
 
 Stopping: SIGINT (Ctrl-C) and SIGTERM end the run after the current tick with a checkpoint and a summary
@@ -26,13 +27,14 @@ from typing import Any, TextIO
 
 import torch
 
+from .builders import resolve
 from .engine import Engine
 from .errors import CorporationError, ScenarioError
 from .guard import Diverged
 from .runfolder import RunFolder, RunFolderError, check_out, claim_default, open_folder, os_problem
-from .scenario import dump, load
-from .schema import to_plain
+from .scenario import dump, load, plain
 from .spec import Scenario
+from .tensorboard import EventLog
 
 RESUMABLE_KEYS = ("ticks", "progress")  # the train keys `resume --set` may change
 
@@ -111,7 +113,9 @@ def _one_thread(engine: Engine) -> None:
 def run_scenario(scenario: Scenario, out: Path | None = None, device: str | None = None,
                  progress: bool | None = None, quiet: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Train ``scenario`` and write its run folder (default: the first free ``runs/<name>-<seed>[-k]``);
-    returns the summary. Raises :class:`Diverged` after writing the folder when the run diverged."""
+    returns the summary. Raises :class:`Diverged` after writing the folder when the run diverged. A scenario
+    built from the dataclasses is validated and merged first, as its file would be (:func:`resolve`)."""
+    scenario = resolve(scenario)
     if out is not None:
         out = Path(out)
         check_out(out, overwrite)
@@ -136,16 +140,23 @@ def _train(engine: Engine, folder: RunFolder, metrics: Any, progress: bool | Non
     started = time.perf_counter()
     stop = StopFlag()
     failure: BaseException | None = None
+    events = EventLog(folder.path, resumed_at=engine.tick if before else None, quiet=quiet)
 
     def on_log(record: dict[str, Any]) -> None:
         record = {k: _clean(v) for k, v in record.items()}
         metrics.write(record)
+        events.scalars(record)
+        if _is_eval(record):
+            events.histograms(engine, record["tick"])
         # the final table: the last record, plus the last evaluation's metrics (a metric absent from the last
         # record, e.g. an M that got no target since the log before, is absent here too, never stale)
         evaluated = {k: v for k, v in (record if _is_eval(record) else final).items() if _is_eval_key(k)}
         final.clear()
         final.update({**evaluated, **record})
         shown.update({k: v for k, v in record.items() if k.startswith("test/") and k.endswith("accuracy")})
+        for key, label in (("train/episode_return", "return"), ("test/episode_return", "test_return")):
+            if isinstance(record.get(key), (int, float)):  # RL: the return in the progress bar
+                shown[label] = record[key]
 
     def on_checkpoint(ckpt: dict[str, Any]) -> None:
         folder.write_atomic("checkpoint.pt", lambda p: torch.save(ckpt, p))
@@ -162,6 +173,7 @@ def _train(engine: Engine, folder: RunFolder, metrics: Any, progress: bool | Non
     finally:
         bar.close()
         metrics.close()
+        events.close()
     if engine.cannot_checkpoint:
         print(f"warning: no checkpoint.pt, so this run cannot be resumed ({engine.cannot_checkpoint})",
               file=sys.stderr)
@@ -194,13 +206,14 @@ def _train(engine: Engine, folder: RunFolder, metrics: Any, progress: bool | Non
 
 
 def _plot(folder: RunFolder, title: str) -> None:
-    """``accuracy.png`` (test accuracy over ticks); a plotting failure only warns, the run is kept."""
+    """``accuracy.png`` (test accuracy over ticks) or, for an RL run, ``return.png`` (episode returns over
+    ticks); a plotting failure only warns, the run is kept."""
     try:
         from .plots import plot_run
 
         plot_run(folder.path, title)
     except Exception as e:  # noqa: BLE001  (matplotlib missing or broken: the run folder is still complete)
-        print(f"warning: no accuracy plot ({type(e).__name__}: {e})", file=sys.stderr)
+        print(f"warning: no accuracy plot or return plot ({type(e).__name__}: {e})", file=sys.stderr)
 
 
 def print_table(summary: dict[str, Any], out: Path, stream: TextIO | None = None) -> None:
@@ -263,7 +276,7 @@ def resume_run(folder: str | Path, overrides: list[str] | tuple[str, ...] = (), 
     folder = Path(folder)
     old = _run_scenario_of(folder)
     scenario = _run_scenario_of(folder, overrides)
-    changed = _changed_keys(to_plain(old), to_plain(scenario))
+    changed = _changed_keys(plain(old), plain(scenario))
     bad = [k for k in changed if k not in {f"train.{x}" for x in RESUMABLE_KEYS}]
     if bad:
         raise ScenarioError(f"resume can change only {', '.join('train.' + k for k in RESUMABLE_KEYS)}, not "

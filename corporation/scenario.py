@@ -17,6 +17,7 @@ from yaml.composer import ComposerError
 from yaml.constructor import ConstructorError
 
 from . import graph as graph_mod
+from . import plugins
 from .errors import DataError, ScenarioError, did_you_mean, short
 from .graph import Graph
 from .schema import build, to_plain
@@ -202,9 +203,21 @@ def _merge_interfaces(raw: dict) -> None:
         e["interface"] = merge(default, own or {})
 
 
+def _settle_defaults(scenario: Scenario) -> None:
+    """Defaults that depend on the graph: a model whose params define ``settle_out_activation`` (``mlp``)
+    learns whether it is an output agent: every out-edge goes to a task port, with no head on it."""
+    for name, agent in scenario.agents.items():
+        settle = getattr(agent.model, "settle_out_activation", None)
+        if callable(settle):
+            outs = [e.dst for e in scenario.edges if e.src == name]
+            settle(bool(outs) and all(is_port(d) and d not in agent.heads for d in outs))
+
+
 def check(raw: Any, overrides: list[str] | tuple[str, ...] = (),
-          file: str | None = None) -> tuple[Scenario, Graph]:
+          file: str | None = None, imports: list[str] | tuple[str, ...] = ()) -> tuple[Scenario, Graph]:
     """Validate a scenario given as plain data and build its graph; errors name ``file`` and the key path.
+    ``imports``: plugin modules (``--import``) imported after the scenario's own ``imports`` and recorded
+    with them (:mod:`corporation.plugins`).
 
     What could not be checked here (e.g. a size that needs data which is not installed) is listed in
     ``graph.unchecked``; :func:`from_dict` refuses such a scenario unless ``strict=False``."""
@@ -219,8 +232,15 @@ def check(raw: Any, overrides: list[str] | tuple[str, ...] = (),
         for item in overrides:
             apply_override(raw, *parse_override(item))
         check_shape(raw)
+        names = plugins.check_names(raw.pop("imports", None), "imports")
+        plugins.import_all(names)
+        extra = [n for n in imports if n not in names]
+        plugins.import_all(extra, flag=True)
+        names += extra
         _merge_interfaces(raw)
         scenario = build(Scenario, raw)
+        scenario.imports = names  # not a spec field (yet): kept beside it, written by dump()
+        _settle_defaults(scenario)
         graph = graph_mod.build_graph(scenario)  # graph checks: unknown nodes, cycles, sizes, limits
         return scenario, graph
     except ScenarioError as e:
@@ -238,10 +258,10 @@ def require_checked(graph: Graph, file: str | None = None) -> None:
 
 
 def from_dict(raw: Any, overrides: list[str] | tuple[str, ...] = (), file: str | None = None,
-              strict: bool = True) -> Scenario:
+              strict: bool = True, imports: list[str] | tuple[str, ...] = ()) -> Scenario:
     """Validate a scenario given as plain data; errors name ``file`` and the key path. ``strict``: also
-    refuse what could not be checked (missing data), as a run must."""
-    scenario, graph = check(raw, overrides, file)
+    refuse what could not be checked (missing data), as a run must. ``imports``: plugin modules."""
+    scenario, graph = check(raw, overrides, file, imports)
     if strict:
         require_checked(graph, file)
     return scenario
@@ -283,17 +303,36 @@ def _file_problem(path: Path, e: FileProblem) -> str:
     return f"scenario file {e.reason}: name a YAML text file"
 
 
-def load(path: str | Path, overrides: list[str] | tuple[str, ...] = (), strict: bool = True) -> Scenario:
-    """Read and validate a scenario file (``strict``: as for a run, see :func:`from_dict`)."""
-    return from_dict(read(path), overrides, file=str(path), strict=strict)
+def load(path: str | Path, overrides: list[str] | tuple[str, ...] = (), strict: bool = True,
+         imports: list[str] | tuple[str, ...] = ()) -> Scenario:
+    """Read and validate a scenario file (``strict``: as for a run, see :func:`from_dict`); ``imports``:
+    plugin modules (``--import``)."""
+    return from_dict(read(path), overrides, file=str(path), strict=strict, imports=imports)
 
 
-def check_file(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Scenario, list[str]]:
+def check_file(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
+               imports: list[str] | tuple[str, ...] = ()) -> tuple[Scenario, list[str]]:
     """Read and validate a scenario file without requiring its data; also return what was not checked."""
-    scenario, graph = check(read(path), overrides, file=str(path))
+    scenario, graph = check(read(path), overrides, file=str(path), imports=imports)
     return scenario, list(graph.unchecked)
+
+
+def imports_of(scenario: Scenario) -> list[str]:
+    """The plugin modules a scenario was validated with (its ``imports`` and ``--import``)."""
+    return list(getattr(scenario, "imports", None) or [])
+
+
+def plain(scenario: Scenario) -> dict[str, Any]:
+    """The resolved scenario as plain data (every key, ``imports`` after ``device``)."""
+    data = to_plain(scenario)
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        out[k] = v
+        if k == "device":
+            out["imports"] = imports_of(scenario)
+    return out
 
 
 def dump(scenario: Scenario) -> str:
     """The resolved scenario as YAML: every default written out; loading it gives the same scenario."""
-    return yaml.safe_dump(to_plain(scenario), sort_keys=False, default_flow_style=None)
+    return yaml.safe_dump(plain(scenario), sort_keys=False, default_flow_style=None)

@@ -10,28 +10,25 @@ a DNI on every agent-to-agent edge. Methods (scenario-wide interface):
   cdni         linear M conditioned on the one-hot label (task.y), as in the paper
 
 Every run evaluates once, at the end of its budget (test error of the composed network on the held-out
-split). Results go to ``--out`` (Markdown, rewritten after every run, keeping the hand-written discussion
-between the ``<!-- discussion -->`` markers), a PNG beside it, and raw JSON (``--json``).
+split). Each run is an ordinary run folder under ``--runs`` (reused when it already holds a finished run of
+the same settings: corporation.report), so ``python -m corporation compare|plot runs/feedforward/*`` work on
+them. Results go to ``--out`` (Markdown, rewritten after every run, keeping the hand-written discussion
+between the ``<!-- discussion -->`` markers) and a PNG beside it.
 
-    OMP_NUM_THREADS=1 python experiments/feedforward.py --datasets digits fashion_mnist --seeds 0
+    python experiments/feedforward.py --datasets digits fashion_mnist --seeds 0 --jobs 2
 """
 from __future__ import annotations
 
 import argparse
 import itertools
-import json
-import re
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout
-from corporation import Engine, from_dict
+from corporation.plots import plot_points
+from corporation.report import Cell, cached_run, finished, mean_sd, read_run, write_page
 
 METHODS = ("no_backprop", "backprop", "dni", "cdni")
 TITLES = {"no_backprop": "no backprop", "backprop": "backprop", "dni": "DNI", "cdni": "cDNI"}
@@ -69,20 +66,15 @@ def scenario(dataset: str, layers: int, method: str, seed: int, ticks: int, lr: 
             "train": {"ticks": ticks, "eval_every": ticks, "progress": False}}
 
 
-def run_one(raw: dict[str, Any]) -> dict[str, float]:
-    """Train one scenario; returns test error %, final train loss, wall and CPU seconds."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    last = Engine(from_dict(raw)).run()
-    return {"test_error": 100.0 * (1.0 - last["test/accuracy"]), "train_loss": last.get("train/loss", float("nan")),
-            "wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
+def result(run) -> dict[str, float]:
+    """Test error %, final train loss and wall seconds of a finished run."""
+    final = run.final
+    return {"test_error": 100.0 * (1.0 - final["test/accuracy"]), "train_loss": final.get("train/loss", float("nan")),
+            "wall_s": run.summary.get("wall_s", 0.0)}
 
 
 def cell(values: list[float]) -> str:
-    if not values:
-        return "–"
-    if len(values) == 1:
-        return f"{values[0]:.1f}"
-    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+    return mean_sd(values, ".1f")
 
 
 def table(results: list[dict[str, Any]], dataset: str, layers: list[int]) -> list[str]:
@@ -99,47 +91,19 @@ def table(results: list[dict[str, Any]], dataset: str, layers: list[int]) -> lis
 
 
 def plot(results: list[dict[str, Any]], datasets: list[str], layers: list[int], path: Path) -> None:
-    """Test error vs depth: the paper's MNIST FCN, then ours per dataset (mean over seeds)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import ScalarFormatter
-
-    fig, axes = plt.subplots(1, 1 + len(datasets), figsize=(4.2 * (1 + len(datasets)), 3.4))
-    style = {m: (mk, 0.06 * (i - 1.5)) for i, (m, mk) in enumerate(zip(METHODS, "osD^"))}  # marker, x offset
-    for m in METHODS:
-        axes[0].plot([n + style[m][1] for n in PAPER_LAYERS], PAPER[m], marker=style[m][0], label=TITLES[m])
-    axes[0].set_title("paper: MNIST FCN, 500k iterations")
-    for ax, ds in zip(axes[1:], datasets):
-        for m in METHODS:
-            pts = [(n + style[m][1], statistics.mean(v)) for n in layers
-                   if (v := [r["test_error"] for r in results if (r["dataset"], r["layers"], r["method"]) == (ds, n, m)])]
-            if pts:
-                ax.plot(*zip(*pts), marker=style[m][0], label=TITLES[m])
-        ax.set_title(f"ours: {ds}, {results[0]['budget'][ds]} ticks" if results else ds)
-    for ax in axes:
-        ax.set_xlabel("layers")
-        ax.set_ylabel("test error %")
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(ScalarFormatter())
-        ax.yaxis.set_minor_formatter(ScalarFormatter())
-        ax.tick_params(axis="y", which="minor", labelsize=7)
-        ax.set_xticks(sorted(set(layers) | set(PAPER_LAYERS)))
-        ax.grid(alpha=0.3, which="both")
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    """Test error vs depth: the paper's MNIST FCN, then ours per dataset (mean over seeds, min-max bars)."""
+    panels = [("paper: MNIST FCN, 500k iterations",
+               {TITLES[m]: {n: [PAPER[m][i]] for i, n in enumerate(PAPER_LAYERS)} for m in METHODS})]
+    for ds in datasets:
+        series = {TITLES[m]: {n: [r["test_error"] for r in results if (r["dataset"], r["layers"], r["method"]) ==
+                                  (ds, n, m)] for n in layers} for m in METHODS}
+        panels.append((f"ours: {ds}, {results[0]['budget'][ds]} ticks" if results else ds, series))
+    plot_points(panels, path, "layers", "test error %", logy=True)
 
 
 def write_md(path: Path, results: list[dict[str, Any]], args: argparse.Namespace, command: str) -> None:
     """(Re)write the results page, keeping the hand-written discussion block of an existing page."""
-    old = path.read_text(encoding="utf-8") if path.exists() else ""
-    found = re.search(r"<!-- discussion -->.*?<!-- /discussion -->", old, re.DOTALL)
-    discussion = found.group(0) if found else "<!-- discussion -->\n(to be written)\n<!-- /discussion -->"
     wall = sum(r["wall_s"] for r in results)
-    cpu = sum(r["cpu_s"] for r in results)
     lines = ["# Feed-forward DNI and cDNI: test error vs depth", "",
              ("Generated by `experiments/feedforward.py` (the tables are rewritten on every run; the discussion "
              "is hand-written)."), "", "```", command, "```", "",
@@ -151,8 +115,8 @@ def write_md(path: Path, results: list[dict[str, Any]], args: argparse.Namespace
              "sg.scale=0 (only the top layer learns)."),
              "- Seeds: " + "; ".join(f"{ds} {', '.join(map(str, sorted({r['seed'] for r in results if r['dataset'] == ds})))}"
                                      for ds in args.datasets) + " (cells: mean ± sd over seeds when more than one).",
-             (f"- Runs: {len(results)}; total wall {wall / 60:.1f} min, CPU {cpu / 60:.1f} min "
-             f"(torch threads {torch.get_num_threads()}, device cpu, on a shared 2-core machine)."),
+             (f"- Runs: {len(results)} (run folders in `{args.runs.relative_to(ROOT) if args.runs.is_relative_to(ROOT) else args.runs}`); "
+             f"total wall {wall / 60:.1f} min (one thread per run, device cpu, on a shared 2-core machine)."),
              "", ("Test error % of the composed network; in brackets the paper's MNIST FCN after 500k iterations "
              "(a different, harder-to-reach target: see the discussion)."), ""]
     for ds in args.datasets:
@@ -160,8 +124,8 @@ def write_md(path: Path, results: list[dict[str, Any]], args: argparse.Namespace
     if results:
         plot(results, args.datasets, args.layers, path.with_suffix(".png"))
         lines += [f"![test error vs depth]({path.with_suffix('.png').name})", ""]
-    lines += ["## Discussion", "", discussion, ""]
-    path.write_text("\n".join(lines), encoding="utf-8")
+    lines += ["## Discussion", ""]
+    write_page(path, "\n".join(lines), "<!-- discussion -->", "<!-- /discussion -->")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -175,42 +139,44 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--dni-hidden", type=int, default=2)
     ap.add_argument("--dni-width", type=int, default=256)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--cached-only", action="store_true", help="no new runs: rebuild the page from --json")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at a time (each single-threaded)")
+    ap.add_argument("--cached-only", action="store_true", help="no new runs: rebuild the page from --runs")
     ap.add_argument("--out", type=Path, default=ROOT / "docs/results/feedforward.md")
-    ap.add_argument("--json", type=Path, default=ROOT / "runs/feedforward/results.json",
-                    help="raw results; existing entries for the same run are reused (resume)")
+    ap.add_argument("--runs", type=Path, default=ROOT / "runs/feedforward",
+                    help="run folders, one per cell; a finished run of the same settings is reused")
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
     args.budget = {d: DEFAULT_TICKS.get(d, 3000) for d in args.datasets}
     for item in args.ticks:
         ds, _, n = item.rpartition("=")
         for d in ([ds] if ds else args.datasets):
             args.budget[d] = int(n)
     given = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--cached-only"]
-    command = "OMP_NUM_THREADS=1 python experiments/feedforward.py " + " ".join(given)
-    done: list[dict[str, Any]] = json.loads(args.json.read_text()) if args.json.exists() else []
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    command = "python experiments/feedforward.py " + " ".join(given)
     grid = [(ds, n, m, s) for s in args.seeds for ds in args.datasets for n in args.layers for m in args.methods]
+    print(f"{len(grid)} runs, budget {args.budget}", flush=True)
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(g: tuple[str, int, str, int]):
+        ds, n, m, s = g
+        dni = f"-dni{args.dni_hidden}x{args.dni_width}" if m == "dni" else ""
+        c = Cell(args.runs / f"{ds}-L{n}-{m}{dni}-lr{args.lr:g}-t{args.budget[ds]}-s{s}",
+                 raw=scenario(ds, n, m, s, args.budget[ds], args.lr, args.dni_hidden, args.dni_width))
+        if args.cached_only:
+            return (read_run(c.folder), True) if finished(c.folder) else (None, True)
+        return cached_run(c)
+
     results = []
-    print(f"{len(grid)} runs, torch threads {torch.get_num_threads()}, budget {args.budget}", flush=True)
-    for i, (ds, n, m, s) in enumerate(grid, 1):
-        key = {"dataset": ds, "layers": n, "method": m, "seed": s, "ticks": args.budget[ds], "lr": args.lr,
-               "dni": [args.dni_hidden, args.dni_width] if m == "dni" else None}
-        prev = next((r for r in done if all(r.get(k) == v for k, v in key.items())), None)
-        if prev is None and args.cached_only:
-            continue
-        r = prev or {**key, **run_one(scenario(ds, n, m, s, args.budget[ds], args.lr, args.dni_hidden,
-                                               args.dni_width))}
-        r["budget"] = args.budget
-        results.append(r)
-        if prev is None:
-            done.append(r)
-            args.json.write_text(json.dumps(done, indent=1))
-        print(f"[{i}/{len(grid)}] {ds} L={n} {m:<11} seed {s}: test error {r['test_error']:5.2f}%  "
-              f"train loss {r['train_loss']:.3f}  ({r['wall_s']:.0f} s wall{', cached' if prev else ''})", flush=True)
-        write_md(args.out, results, args, command)
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        for i, (g, (run, reused)) in enumerate(zip(grid, pool.map(one, grid)), 1):
+            if run is None:
+                continue
+            ds, n, m, s = g
+            r = {"dataset": ds, "layers": n, "method": m, "seed": s, **result(run), "budget": args.budget}
+            results.append(r)
+            print(f"[{i}/{len(grid)}] {ds} L={n} {m:<11} seed {s}: test error {r['test_error']:5.2f}%  "
+                  f"train loss {r['train_loss']:.3f}  ({r['wall_s']:.0f} s wall{', reused' if reused else ''})",
+                  flush=True)
+            write_md(args.out, results, args, command)
     print(f"wrote {args.out}", flush=True)
 
 

@@ -1,8 +1,8 @@
 """The two-timescale hierarchical system: DNI vs the locked baseline at T = 2, 4, 8 (docs/results/hier_rnn.md).
 
 Every run trains scenarios/hier_rnn.yaml with the clocks set for T, evaluates every ``eval_every`` ticks, and
-times the training alone (evaluation excluded). Runs go to ``--runs`` as JSON (a finished run is reused, so
-the grid resumes); then the per-tick cost of each mode is measured interleaved (both modes under the same
+times the training alone (evaluation excluded, which a run folder does not record). Runs go to ``--runs`` as
+JSON through corporation.report.json_cached (a finished run is reused, so the grid resumes); then the per-tick cost of each mode is measured interleaved (both modes under the same
 background load) and the summary table and plot are written. Single-threaded runs, ``--jobs`` at a time.
 
     python experiments/hier_rnn.py                    # the full grid + ablations (about 1 h on 2 shared cores)
@@ -25,6 +25,11 @@ from statistics import mean
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout
+from corporation.compare import Group, Run
+from corporation.plots import plot_curves
+from corporation.report import json_cached
+
 SCENARIO = ROOT / "scenarios" / "hier_rnn.yaml"
 TICKS = {2: 30000, 4: 50000, 8: 200000}
 EVAL_EVERY = {2: 250, 4: 2500, 8: 10000}
@@ -97,9 +102,7 @@ def run_path(runs: Path, T: int, mode: str, seed: int) -> Path:
 
 def _job(args: tuple) -> str:
     runs, T, mode, seed, ticks, every = args
-    result = train_one(T, mode, seed, ticks, every)
-    path = run_path(Path(runs), T, mode, seed)
-    path.write_text(json.dumps(result) + "\n", encoding="utf-8")
+    result = json_cached(run_path(Path(runs), T, mode, seed), lambda: train_one(T, mode, seed, ticks, every))
     last = result["curve"][-1]
     return (f"T={T} {mode:<13} seed {seed}: A {last['test/A/accuracy']:.3f} B {last['test/B/accuracy']:.3f} "
             f"({last['train_s']:.0f} s)")
@@ -177,34 +180,16 @@ def table(rows: list[dict]) -> str:
 
 
 def plot(by: dict, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Test accuracy of B (top row) and A (bottom row) against ticks, one panel per T, one curve per mode
+    (mean over seeds, band: lowest to highest seed), B's majority-class baseline dotted."""
     Ts = sorted({T for T, _ in by})
-    fig, axes = plt.subplots(1, len(Ts), figsize=(5 * len(Ts), 3.8), dpi=100, squeeze=False)
-    styles = {"dni": "C0", "locked": "C3", "dni_nocontext": "C7", "dni_unrollT2": "C2"}
-    for ax, T in zip(axes[0], Ts):
-        for (t, mode), rs in sorted(by.items()):
-            if t != T:
-                continue
-            ticks = [r["tick"] for r in rs[0]["curve"]]
-            for key, ls, lw in (("test/B/accuracy", "-", 1.8), ("test/A/accuracy", ":", 1.2)):
-                ys = [mean(r["curve"][i][key] for r in rs) for i in range(len(ticks))]
-                ax.plot(ticks, ys, ls, color=styles.get(mode, "k"), lw=lw,
-                        label=f"{mode} {key.split('/')[1]}" if key.endswith("accuracy") else None)
-            major = rs[0]["curve"][-1]["test/B/majority"]
-        ax.axhline(major, color="k", lw=0.8, ls="--", label="B majority class")
-        ax.set_title(f"T = {T} (mean over seeds; solid B, dotted A)", fontsize=10)
-        ax.legend(fontsize=7, loc="lower right")
-        ax.set_xlabel("tick")
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("test accuracy")
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
+    groups = {T: [Group(mode, [Run(Path(f"T{T}-{mode}-s{r['seed']}"), {}, r["curve"]) for r in rs])
+                  for (t, mode), rs in sorted(by.items()) if t == T] for T in Ts}
+    panels = [(f"T = {T}: B", "test/B/accuracy", groups[T],
+               {"B majority class": next(iter(by[k] for k in by if k[0] == T))[0]["curve"][-1]["test/B/majority"]})
+              for T in Ts]
+    panels += [(f"T = {T}: A", "test/A/accuracy", groups[T], {}) for T in Ts]
+    plot_curves(panels, out, ylim=(0, 1), cols=len(Ts))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,10 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     costs = {}
     if set(MODES) <= set(args.modes):
         for T in args.T:
-            path = runs / f"timing-T{T}.json"
-            if not path.exists():
-                path.write_text(json.dumps(timing(T)) + "\n", encoding="utf-8")
-            costs[T] = json.loads(path.read_text())
+            costs[T] = json_cached(runs / f"timing-T{T}.json", lambda T=T: timing(T))
             print(f"T={T} per-tick cost (interleaved, median): " + ", ".join(
                 f"{m} {c['cpu']:.2f} ms CPU / {c['wall']:.2f} ms wall" for m, c in costs[T].items()), flush=True)
     rows, by = summarize(results, costs)

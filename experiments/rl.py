@@ -6,22 +6,25 @@ MPE speaker-listener (DNI communication vs a speaker with no learning signal vs 
     python experiments/rl.py report          # tables (stdout) + docs/results/rl_*.png
     python experiments/rl.py baselines       # scripted speaker-listener reference returns
 
-Each run is ``python -m corporation run`` in a subprocess (single-threaded) writing runs/rl/<exp>-<variant>-<seed>/;
-a run whose summary.json exists is skipped. The report reads those folders only.
+Each run is ``python -m corporation run`` in a subprocess (single-threaded) writing runs/rl/<exp>-<variant>-<seed>/,
+reused when the folder holds a finished run of the same settings (corporation.report). The report reads those
+folders only (``python -m corporation plot|compare`` read them too).
 """
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run from a checkout
+from corporation.compare import Group, read_run
+from corporation.errors import CorporationError
+from corporation.plots import plot_curves
+from corporation.report import Cell, cached_run, finished
+
 RUNS = ROOT / "runs" / "rl"
 DOCS = ROOT / "docs" / "results"
 COMM = {"dni": [], "no_signal": ["interface.sg.scale=0"], "backprop": ["interface.kind=backprop"],
@@ -77,26 +80,21 @@ THRESHOLDS = {"cartpole": 450.0, "relay": 4.5, "speaker_listener": -12.0}
 
 def run_one(exp: str, variant: str, seed: int) -> str:
     out = RUNS / f"{exp}-{variant}-{seed}"
-    if (out / "summary.json").exists():
+    try:
+        run, reused = cached_run(Cell(out, file=scenario_file(exp), sets=[f"seed={seed}", *EXPERIMENTS[exp][variant]]))
+    except CorporationError as e:
+        return f"{out.name}: FAILED {e}"
+    if reused:
         return f"{out.name}: done already"
-    cmd = [sys.executable, "-m", "corporation", "run", str(scenario_file(exp)), "--seed", str(seed),
-           "--out", str(out), "--overwrite", "--quiet"]  # replaces an unfinished run (no summary)
-    for o in EXPERIMENTS[exp][variant]:
-        cmd += ["--set", o]
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    if proc.returncode:
-        return f"{out.name}: FAILED {proc.stderr.strip().splitlines()[-1:]}"
-    s = json.loads((out / "summary.json").read_text())
-    return f"{out.name}: {s['wall_s']:.0f} s, final {s['final'].get('train/episode_return')}"
+    return f"{out.name}: {run.summary['wall_s']:.0f} s, final {run.final.get('train/episode_return')}"
 
 
 def load(exp: str, variant: str, seed: int) -> tuple[dict, list[dict]] | None:
     out = RUNS / f"{exp}-{variant}-{seed}"
-    if not (out / "summary.json").exists():
+    if not finished(out):
         return None
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
-    return json.loads((out / "summary.json").read_text()), rows
+    run = read_run(out)
+    return run.summary, run.records
 
 
 def curve(rows: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -105,53 +103,35 @@ def curve(rows: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def report(seeds: list[int]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Per experiment: a table per seed (stdout), and docs/results/rl_<exp>.png: train and test return against
+    environment steps, one curve per variant (mean over seeds, band: lowest to highest seed)."""
     DOCS.mkdir(parents=True, exist_ok=True)
     for exp, variants in EXPERIMENTS.items():
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
         print(f"## {exp}")
         bar = THRESHOLDS.get(exp)
         print("| variant | seed | wall s | final train return (last 100 ep.) | final test return | "
               f"first env step with train >= {bar} |")
         print("|---|---|---|---|---|---|")
-        for ci, variant in enumerate(variants):
+        groups = []
+        for variant in variants:
             runs = [(s, load(exp, variant, s)) for s in seeds]
             runs = [(s, r) for s, r in runs if r is not None]
             if not runs:
                 continue
-            for k, (key, ax) in enumerate(zip(("train/episode_return", "test/episode_return"), axes)):
-                curves = [curve(rows, key) for _, (_, rows) in runs]
-                for x, y in curves:
-                    ax.plot(x, y, color=f"C{ci}", alpha=0.3, lw=0.8)
-                n = min(len(x) for x, _ in curves)
-                mean = np.mean([y[:n] for _, y in curves], axis=0)
-                ax.plot(curves[0][0][:n], mean, color=f"C{ci}", lw=2.0, label=f"{variant} (mean of {len(runs)})")
-                ax.set_title("training (last 100 episodes, sampled actions)" if k == 0
-                             else "test (greedy, fixed seeds)")
-                ax.set_xlabel("environment steps")
-                ax.set_ylabel("episode return")
+            groups.append(Group(variant, [read_run(RUNS / f"{exp}-{variant}-{s}") for s, _ in runs]))
             for seed, (summary, rows) in runs:
                 x, y = curve(rows, "train/episode_return")
                 hit = int(x[y >= bar][0]) if bar is not None and (y >= bar).any() else None
                 f = summary["final"]
                 print(f"| {variant} | {seed} | {summary['wall_s']:.0f} | {f.get('train/episode_return', float('nan')):.1f} "
                       f"| {f.get('test/episode_return', float('nan')):.1f} | {hit if hit is not None else '-'} |")
-        for ax in axes:
-            if REFERENCES.get(exp):  # keep the early dips from squashing the curves; the table has them
-                ax.set_ylim(bottom=min(REFERENCES[exp].values()) - 10)
-            for name, value in REFERENCES.get(exp, {}).items():
-                ax.axhline(value, color="grey", ls=":", lw=1)
-                ax.annotate(name, (ax.get_xlim()[0], value), fontsize=7, color="grey", va="bottom")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-        fig.suptitle(f"{exp}: seeds {seeds}; thin lines: single seeds, thick: their mean")
-        fig.tight_layout()
-        fig.savefig(DOCS / f"rl_{exp}.png", dpi=110)
-        plt.close(fig)
+        if groups:
+            refs = REFERENCES.get(exp)  # keep the early dips from squashing the curves; the table has them
+            plot_curves([("training (last 100 episodes, sampled actions)", "train/episode_return", groups),
+                         ("test (greedy, fixed seeds)", "test/episode_return", groups)],
+                        DOCS / f"rl_{exp}.png", x="train/env_steps", references=refs,
+                        ylim=(min(refs.values()) - 10, None) if refs else None,
+                        title=f"{exp}: seeds {seeds}; mean over seeds, band: lowest to highest seed")
         summary_table(exp, variants, seeds)
 
 
@@ -227,6 +207,8 @@ def main() -> None:
         p.error("run needs an experiment")
     variants = a.variants or list(EXPERIMENTS[a.experiment])
     jobs = [(a.experiment, v, s) for s in a.seeds for v in variants]
+    from concurrent.futures import ThreadPoolExecutor
+
     with ThreadPoolExecutor(a.jobs) as pool:
         for line in pool.map(lambda j: run_one(*j), jobs):
             print(line, flush=True)

@@ -14,18 +14,19 @@ docs/results/rnn_curves.png (max solved length against sequences seen; named aft
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from statistics import mean
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout
+from corporation.compare import Group, read_run
+from corporation.plots import plot_curves
+from corporation.report import Cell, cached_run, ran_with, write_page
+
+__all__ = ["ran_with", "run_one"]  # ran_with: whether a run folder was made with given --set values
 METHODS = {"bptt": ["agents.lstm.state.kind=bptt"], "dni": [], "dni_aux": ["agents.lstm.state.aux=true"]}
 LABEL = {"bptt": "BPTT", "dni": "DNI", "dni_aux": "DNI + Aux"}
 WINDOWS = {"copy": [2, 3, 4, 5], "repeat_copy": [2, 3, 4, 5], "char_lm": [2, 3, 4, 5, 8]}
@@ -42,52 +43,17 @@ BATCH = {"copy": 32, "repeat_copy": 32, "char_lm": 128}  # task.batch_size in th
 NOTES = "<!-- notes: kept when the table is regenerated -->"
 
 
-def ran_with(folder: Path, sets: list[str]) -> bool:
-    """Whether the run in ``folder`` (its resolved scenario.yaml) has every ``key=value`` of ``sets``."""
-    path = folder / "scenario.yaml"
-    if not path.is_file():
-        return False
-    resolved = yaml.safe_load(path.read_text(encoding="utf-8"))
-    for item in sets:
-        key, value = item.split("=", 1)
-        node = resolved
-        for part in key.split("."):
-            if not isinstance(node, dict) or part not in node:
-                return False
-            node = node[part]
-        if node != yaml.safe_load(value):
-            return False
-    return True
-
-
 def run_one(task: str, method: str, unroll: int, seed: int, ticks: int, out: Path, extra: list[str]) -> dict:
-    """One run through the CLI (single-threaded); returns its summary (reused if already there with the same
-    budget and ``--set`` values; a finished run of another budget or setting is run again)."""
+    """One run through the CLI (single-threaded) into ``out/<task>-<method>-T<unroll>-s<seed>``; returns its
+    summary (reused when the folder holds a finished run of the same resolved settings: corporation.report)."""
     folder = out / f"{task}-{method}-T{unroll}-s{seed}"
-    summary = folder / "summary.json"
-    sets = [*METHODS[method], f"agents.lstm.update.unroll={unroll}", f"train.ticks={ticks}"]
+    sets = [*METHODS[method], f"agents.lstm.update.unroll={unroll}", f"train.ticks={ticks}", f"seed={seed}"]
     sets += extra if method == "dni_aux" else []
-    if not summary.is_file() or not ran_with(folder, sets):
-        cmd = [sys.executable, "-m", "corporation", "run", str(ROOT / "scenarios" / f"{task}.yaml"), "--quiet",
-               "--seed", str(seed), "--out", str(folder), "--overwrite", *[a for s in sets for a in ("--set", s)]]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        started = time.time()
-        r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-        if r.returncode != 0:
-            raise SystemExit(f"{folder.name} failed: {r.stderr.strip()}")
+    started = time.time()
+    run, reused = cached_run(Cell(folder, file=ROOT / "scenarios" / f"{task}.yaml", sets=sets))
+    if not reused:
         print(f"{folder.name}: {time.time() - started:.0f} s", flush=True)
-    return json.loads(summary.read_text())
-
-
-def curve(folder: Path, key: str) -> tuple[list[float], list[float]]:
-    """(samples seen, metric) from a run's metrics.jsonl."""
-    xs, ys = [], []
-    for line in (folder / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        if key in rec and "train/samples" in rec:
-            xs.append(rec["train/samples"])
-            ys.append(rec[key])
-    return xs, ys
+    return run.summary
 
 
 def fmt(v: float | None, task: str) -> str:
@@ -116,41 +82,23 @@ def table(results: dict, tasks: list[str], seeds: list[int]) -> list[str]:
 
 
 def plot(out: Path, tasks: list[str], seeds: list[int], png: Path) -> None:
-    """Max solved length against sequences seen, one line per seed, one panel per sequence task and T.
-    (Equal ticks per run: a method that reaches longer sequences sees fewer of them.)"""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    seq_tasks = [t for t in tasks if t != "char_lm"]
-    if not seq_tasks:
-        return
-    ts = WINDOWS["copy"]
-    fig, axes = plt.subplots(len(seq_tasks), len(ts), figsize=(3.2 * len(ts), 2.8 * len(seq_tasks)),
-                             squeeze=False)
-    colors = {"bptt": "tab:blue", "dni": "tab:orange", "dni_aux": "tab:green"}
-    for i, task in enumerate(seq_tasks):
-        for j, t in enumerate(ts):
-            ax = axes[i][j]
-            for method, style in zip(METHODS, ("-", "--", ":")):
-                for k, s in enumerate(seeds):
-                    folder = out / f"{task}-{method}-T{t}-s{s}"
-                    if not (folder / "metrics.jsonl").is_file():
-                        continue
-                    xs, ys = curve(folder, "train/max_solved_length")
-                    ax.step([x / 1000 for x in xs], ys, style, where="post", color=colors[method], alpha=0.85,
-                            label=LABEL[method] if k == 0 else None)
-            ax.set_title(f"{task}, T={t}", fontsize=9)
-            ax.set_xlabel("sequences seen (thousands)", fontsize=8)
-            ax.set_ylabel("max solved length", fontsize=8)
-            ax.tick_params(labelsize=7)
-            if i == 0 and j == 0:
-                ax.legend(fontsize=7)
-    fig.suptitle("one line per seed; every run has the same number of ticks (time steps x batch)", fontsize=9)
-    fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=110)
+    """Max solved length against sequences seen: one panel per sequence task and T, one curve per method (mean
+    over seeds, band: lowest to highest seed). (Equal ticks per run: a method that reaches longer sequences
+    sees fewer of them.)"""
+    panels = []
+    for task in [t for t in tasks if t != "char_lm"]:
+        for t in WINDOWS[task]:
+            groups = []
+            for method in METHODS:
+                folders = [out / f"{task}-{method}-T{t}-s{s}" for s in seeds]
+                runs = [read_run(f) for f in folders if (f / "metrics.jsonl").is_file()]
+                if runs:
+                    groups.append(Group(LABEL[method], runs))
+            panels.append((f"{task}, T={t}", "train/max_solved_length", groups))
+    if panels:
+        png.parent.mkdir(parents=True, exist_ok=True)
+        plot_curves(panels, png, x="train/samples", cols=len(WINDOWS["copy"]) or 1,
+                    title="every run has the same number of ticks (time steps x batch)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -203,10 +151,7 @@ def main(argv: list[str] | None = None) -> None:
         "Budget:", *budget, f"- wall time of the last invocation (finished runs are reused): {(time.time() - started) / 60:.1f} min",
         "",
         *rows, "", *([f"![max solved length against samples]({png.name})", ""] if has_curves else [])])
-    args.doc.parent.mkdir(parents=True, exist_ok=True)
-    if args.doc.is_file() and NOTES in args.doc.read_text(encoding="utf-8"):  # keep the hand-written reading
-        text += args.doc.read_text(encoding="utf-8").split(NOTES, 1)[1].join([NOTES, ""])
-    args.doc.write_text(text, encoding="utf-8")
+    write_page(args.doc, text, NOTES)  # keeps the hand-written reading below the marker
     print("\n".join(rows))
     print(f"wrote {args.doc}" + (f" and {png}" if has_curves else ""))
 

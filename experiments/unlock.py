@@ -12,8 +12,9 @@ Then the "corporation" check: scenarios/corporation.yaml as shipped (its default
 oracle, for the seeds given.
 
 Writes docs/results/unlock.md (tables, the paper's readings beside ours) and docs/results/unlock.png.
-Each finished run is appended to a cache (default runs/unlock/results.jsonl) and skipped when the script
-is run again with the same settings, so an interrupted grid resumes.
+Each run is a run folder under ``--runs`` (default runs/unlock/), reused when the script is run again and the
+folder holds a finished run of the same settings (corporation.report), so an interrupted grid resumes; the
+folders work with ``python -m corporation plot|compare``.
 
     OMP_NUM_THREADS=1 python experiments/unlock.py              # the full grid (about 15-20 min, one core)
     OMP_NUM_THREADS=1 python experiments/unlock.py --quick      # a smoke test of the whole pipeline
@@ -21,12 +22,7 @@ is run again with the same settings, so an interrupted grid resumes.
 from __future__ import annotations
 
 import argparse
-import functools
-import hashlib
-import json
-import os
 import sys
-import time
 from collections.abc import Iterable
 from pathlib import Path
 from statistics import mean
@@ -35,10 +31,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import torch
-
-from corporation import Engine, load
-from corporation.tasks import datasets
+from corporation import load
+from corporation.plots import plot_points
+from corporation.report import Cell, cached_runs, write_page
 
 P_UPDATE = [0.05, 0.1, 0.2, 0.5, 1.0]
 MODES = {  # mode -> (scenario file, label)
@@ -75,24 +70,12 @@ def overrides(dataset: str, mode: str, context: str, p: float, seed: int, ticks:
     return sets
 
 
-def run_one(path: str, sets: list[str]) -> dict[str, Any]:
-    """Train one scenario; final test metrics, optimizer steps per layer and wall time (with setup)."""
-    started, cpu = time.perf_counter(), time.process_time()
-    scenario = load(ROOT / path, sets)
-    engine = Engine(scenario, device="cpu")
-    record = engine.run()
-    out = {k: v for k, v in record.items() if k.startswith("test/")}
-    out["updates"] = mean(engine.agents[a].counts["updates"] for a in AGENTS)
-    out["wall_s"] = round(time.perf_counter() - started, 2)
-    out["cpu_s"] = round(time.process_time() - cpu, 2)  # the honest cost on a shared machine
+def result(run) -> dict[str, Any]:
+    """Final test metrics, optimizer steps per layer (mean over the layers) and wall time of a finished run."""
+    out = {k: v for k, v in run.final.items() if k.startswith("test/")}
+    out["updates"] = mean(run.final[f"train/{a}/updates"] for a in AGENTS)
+    out["wall_s"] = run.summary.get("wall_s", 0.0)
     return out
-
-
-def load_cache(path: Path) -> dict[str, dict[str, Any]]:
-    if not path.is_file():
-        return {}
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {r["key"]: r for r in rows}
 
 
 def cells(args: argparse.Namespace) -> Iterable[dict[str, Any]]:
@@ -120,10 +103,9 @@ def cells(args: argparse.Namespace) -> Iterable[dict[str, Any]]:
                                "sets": overrides(dataset, mode, context, p, seed, ticks)}
 
 
-def key_of(cell: dict[str, Any]) -> str:
-    """A run's cache key: the scenario file (and its content, so an edited file reruns) and the overrides."""
-    digest = hashlib.sha1((ROOT / cell["path"]).read_bytes()).hexdigest()[:12]
-    return json.dumps([cell["path"], digest, cell["sets"]])
+def folder_of(cell: dict[str, Any], runs: Path) -> Path:
+    """A cell's run folder: one per (mode, dataset, context, p, seed, ticks)."""
+    return runs / f"{cell['mode']}-{cell['dataset']}-{cell['context']}-p{cell['p']:g}-t{cell['ticks']}-s{cell['seed']}"
 
 
 def error_pct(rows: list[dict[str, Any]], metric: str = "test/accuracy") -> list[float]:
@@ -142,56 +124,28 @@ def select(rows: list[dict[str, Any]], **want: Any) -> list[dict[str, Any]]:
 
 
 def plot(rows: list[dict[str, Any]], args: argparse.Namespace, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(args.datasets), figsize=(5.2 * len(args.datasets), 4.0), squeeze=False)
-    colors = {"dni": "tab:orange", "cdni": "tab:blue"}
-    styles = {"update": ("-", "o"), "unlock": ("--", "s")}
-    for ax, dataset in zip(axes[0], args.datasets):
-        for mode, (_, mode_label) in MODES.items():
-            for context, context_label in CONTEXTS.items():
-                xs, ys, lo, hi = [], [], [], []
-                for p in args.p:
-                    errs = error_pct(select(rows, dataset=dataset, mode=mode, context=context, p=p))
-                    if errs:
-                        xs.append(p)
-                        ys.append(mean(errs))
-                        lo.append(mean(errs) - min(errs))
-                        hi.append(max(errs) - mean(errs))
-                line, marker = styles[mode]
-                ax.errorbar(xs, ys, yerr=[lo, hi], color=colors[context], linestyle=line, marker=marker,
-                            capsize=3, label=f"{context_label}, {mode_label}")
+    """Test error against p_update per dataset: one curve per (M, training), mean with the seeds' range; the
+    backprop oracle (p = 1) as a reference line."""
+    panels, references = [], []
+    for dataset in args.datasets:
+        series = {f"{c_label}, {m_label}": {p: error_pct(select(rows, dataset=dataset, mode=m, context=c, p=p))
+                                            for p in args.p}
+                  for m, (_, m_label) in MODES.items() for c, c_label in CONTEXTS.items()}
+        panels.append((f"{DATASETS[dataset]}, {args.ticks[dataset]} ticks", series))
         bp = error_pct(select(rows, dataset=dataset, mode="backprop"))
-        if bp:
-            ax.axhline(mean(bp), color="gray", linestyle=":", label="backprop (p = 1)")
-        ax.set_xscale("log")
-        ax.minorticks_off()
-        ax.set_xticks(args.p)
-        ax.set_xticklabels([str(p) for p in args.p])
-        ax.set_xlabel("p_update")
-        ax.set_ylabel("test error (%)")
-        ax.set_title(f"{DATASETS[dataset]}, {args.ticks[dataset]} ticks")
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        references.append({"backprop (p = 1)": mean(bp)} if bp else {})
+    plot_points(panels, path, "p_update", "test error (%)", logx=True, references=references)
 
 
-def report(rows: list[dict[str, Any]], args: argparse.Namespace, wall: float, cpu: float, md: Path,
-           png: Path) -> str:
+def report(rows: list[dict[str, Any]], args: argparse.Namespace, wall: float, md: Path, png: Path) -> str:
     """The results page: settings, one table per dataset, the paper's readings, the corporation check."""
     lines = [
         "# Stochastic updates and complete unlock (p_update study)",
         "",
-        ("Generated by `OMP_NUM_THREADS=1 python experiments/unlock.py`"
+        ("Generated by `python experiments/unlock.py`"
          + (" (**--quick smoke run: not results**)" if args.quick else "")
-         + f"; {len(rows)} runs, {cpu / 60:.1f} min of CPU time on one thread"
-         f" (`OMP_NUM_THREADS=1`, `torch.set_num_threads(1)`; {wall / 60:.1f} min of wall time on a shared"
-         " machine)."),
+         + f"; {len(rows)} runs, one thread each, {wall / 60:.1f} min of wall time in all on a shared machine"
+         " (run folders: `python -m corporation compare|plot` read them)."),
         "",
         ("**Setup.** The 3-layer FCN of the paper on each dataset: layer-agents `l1`, `l2` of 256 units with "
          "batch norm + ReLU, a linear `l3`, Adam lr 1e-3, batch 256, a DNI on both agent-to-agent edges "
@@ -275,46 +229,27 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ticks-digits", type=int, default=1500)
     ap.add_argument("--ticks-fashion", type=int, default=1000)
     ap.add_argument("--quick", action="store_true", help="tiny budget, one seed: checks the pipeline only")
-    ap.add_argument("--cache", type=Path, default=ROOT / "runs" / "unlock" / "results.jsonl")
+    ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "unlock", help="run folders (the cache)")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at a time (each single-threaded)")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
     args = ap.parse_args(argv)
     if args.quick:
         args.seeds, args.p = args.seeds[:1], [0.2, 1.0]
         args.ticks_digits, args.ticks_fashion = 40, 20
-        args.cache = args.cache.with_name("quick.jsonl")
-        args.out = args.cache.parent / "quick"
+        args.runs = args.runs / "quick"
+        args.out = args.runs
     args.ticks = {"digits": args.ticks_digits, "fashion_mnist": args.ticks_fashion}
-    torch.set_num_threads(1)
-    datasets.load = functools.lru_cache(maxsize=None)(datasets.load)  # read each dataset once (read-only)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    args.cache.parent.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    cache = load_cache(args.cache)
     todo = list(cells(args))
-    rows: list[dict[str, Any]] = []
-    for i, cell in enumerate(todo):
-        key = key_of(cell)
-        if key not in cache:
-            result = run_one(cell["path"], cell["sets"])
-            cache[key] = {"key": key, **{k: v for k, v in cell.items() if k not in ("path", "sets")}, **result}
-            with open(args.cache, "a", encoding="utf-8") as f:
-                f.write(json.dumps(cache[key]) + "\n")
-            print(f"[{i + 1}/{len(todo)}] {cell['dataset']} {cell['mode']} {cell['context']} p={cell['p']} "
-                  f"seed={cell['seed']}: test acc {result['test/accuracy']:.4f} ({result['cpu_s']:.1f} s CPU, "
-                  f"{result['wall_s']:.1f} s wall)",
-                  flush=True)
-        rows.append(cache[key])
+    runs = cached_runs([Cell(folder_of(c, args.runs), file=ROOT / c["path"], sets=c["sets"]) for c in todo],
+                       jobs=args.jobs)
+    rows = [{**{k: v for k, v in c.items() if k not in ("path", "sets")}, **result(r)} for c, r in zip(todo, runs)]
     wall = sum(r["wall_s"] for r in rows)
-    cpu = sum(r.get("cpu_s", r["wall_s"]) for r in rows)
     png = args.out / "unlock.png"
     plot([r for r in rows if r["mode"] in ("backprop", *MODES)], args, png)
     md = args.out / "unlock.md"
-    text = report(rows, args, wall, cpu, md, png) + "\n"
-    old = md.read_text(encoding="utf-8") if md.is_file() else ""
-    if NOTES[0] in old and NOTES[1] in old:  # keep the hand-written reading of the results
-        text += "\n" + old[old.index(NOTES[0]): old.index(NOTES[1]) + len(NOTES[1])] + "\n"
-    md.write_text(text, encoding="utf-8")
-    print(f"wrote {md} and {png} ({cpu / 60:.1f} min CPU, {wall / 60:.1f} min wall of runs)")
+    write_page(md, report(rows, args, wall, md, png), NOTES[0], NOTES[1])  # keeps the hand-written reading
+    print(f"wrote {md} and {png} ({wall / 60:.1f} min wall of runs)")
 
 
 if __name__ == "__main__":
