@@ -66,6 +66,14 @@ def describe(scenario: Scenario, ticks: int | None = None) -> str:
         lines.append(f"  {e.src} -> {e.dst}: {what}{extra}")
     lines += ["", "locked components (trained by one backward pass each):"]
     lines += [f"  {{{', '.join(c)}}}" for c in graph.components]
+    if scenario.engine.kind == "distributed":
+        from .distributed import plan
+
+        placement = plan(scenario, scenario.engine.workers)
+        lines += ["", f"placement ({scenario.engine.workers} workers, {scenario.engine.mode}; cost = parameters / "
+                      "clock period, docs/distributed.md):"]
+        lines += [f"  worker {w}: {', '.join(placement.agents_of(w)) or '(idle)'}"
+                  for w in range(placement.workers)]
     if ticks is None:
         cycle = math.lcm(*[a.clock.period * a.update.unroll for a in scenario.agents.values()])
         phase = max(a.clock.phase for a in scenario.agents.values())

@@ -129,3 +129,11 @@ def test_a_dying_worker_leaves_the_run_folder_whole(tmp_path):
     assert len(err) == 1 and "worker 1 died" in err[0] and "after tick 20" in err[0], proc.stderr[-1500:]
     assert (out / "checkpoint.pt").is_file() and len((out / "metrics.jsonl").read_text().splitlines()) == 1
     assert "worker 1 died" in json.loads((out / "summary.json").read_text())["error"]
+
+
+def test_show_prints_the_placement():
+    from corporation.show import describe
+
+    text = describe(load(ROOT / "scenarios" / "hier_rnn.yaml", ["edges.1.latency=1", "engine.kind=distributed",
+                                                                "engine.workers=2", "engine.placement={B: 1}"]))
+    assert "placement (2 workers, lockstep" in text and "worker 0: A" in text and "worker 1: B" in text
