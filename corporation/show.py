@@ -70,8 +70,9 @@ def describe(scenario: Scenario, ticks: int | None = None) -> str:
         from .distributed import plan
 
         placement = plan(scenario, scenario.engine.workers)
-        lines += ["", f"placement ({scenario.engine.workers} workers, {scenario.engine.mode}; cost = parameters / "
-                      "clock period, docs/distributed.md):"]
+        head = (f"placement ({scenario.engine.workers} workers, {scenario.engine.mode}; cost = parameters / "
+                "clock period, docs/distributed.md):")
+        lines += ["", head]
         lines += [f"  worker {w}: {', '.join(placement.agents_of(w)) or '(idle)'}"
                   for w in range(placement.workers)]
     if ticks is None:
