@@ -70,11 +70,13 @@ def vjp(outputs: list[torch.Tensor], inputs: list[torch.Tensor], vectors: list[t
 
 
 def _pack(t: torch.Tensor) -> torch.Tensor:
-    """Clone parameters (and views of them) saved for backward: the optimizer changes them in place."""
+    """Clone parameters (and views of them) saved for backward: the optimizer changes them in place.
+    Everything is stored detached (first-order backward only needs the values): a saved output kept with
+    its grad_fn would be a reference cycle through the graph that Python's gc cannot free."""
     base = t._base if t._base is not None else t
     if base.is_leaf and base.requires_grad and isinstance(base, nn.Parameter):
-        return t.clone()
-    return t
+        return t.detach().clone()
+    return t.detach()
 
 
 def _unpack(t: torch.Tensor) -> torch.Tensor:
