@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .errors import ScenarioError
+from .feedback import DirectFeedback, OutputTap, tap
 from .guard import Diverged, first_nonfinite
 from .messages import GradientMessage
 from .optim import step_together
 from .registry import SYNTHESIZERS
+from .spec import TASK_PREFIX
 from .targets import KeepSaved, chained, mixing, needs_split, vjp
 from .transport import LocalTransport
 
@@ -77,9 +79,36 @@ class Component:
         self.retains = False  # some M's target needs this component's graphs after its backward pass
         self.chains: dict[tuple[str, int], Chain] = {}
         self._boots: dict[int, torch.Tensor] = {}  # id(leaf.h) -> J^T (applied g_hats) before the backward
+        self.taps: dict[tuple[str, str], OutputTap] = {}  # (agent, loss port) -> its output (DFA's error)
         for a in members:
             self._wire_targets(a)
             self._wire_mixed(a)
+            self._wire_feedback(a)
+        self.dfa = [o.sg for a in members for o in a.outboxes if isinstance(o.sg, DirectFeedback)]
+
+    def _wire_feedback(self, a: Agent) -> None:
+        """An output agent with a ``dfa`` in-edge: tap what it feeds each loss port (the output error)."""
+        if not any(i.dni and getattr(i.spec.interface.sg, "kind", None) == "dfa" for i in a.inboxes):
+            return
+        if a.recurrent:
+            raise ScenarioError("sg.kind dfa feeds back a feed-forward output agent's error; use mlp here",
+                                f"agents.{a.name}")
+        for port in a.loss_ports:
+            key = (TASK_PREFIX + port).replace(".", ":")  # agent.head_key
+            self.taps[(a.name, TASK_PREFIX + port)] = tap(dict(a.heads.items()).get(key, a.body))
+
+    def errors(self) -> dict[str, dict[int, torch.Tensor]]:
+        """Before the backward pass: per loss port, {batch id: per-example output error B * dL/d(output)}."""
+        out: dict[str, dict[int, torch.Tensor]] = {}
+        for (name, port), t in self.taps.items():
+            losses = self.window.losses.get(name)
+            a = next(m for m in self.members if m.name == name)
+            if not losses or t.out is None or not t.out.requires_grad:
+                continue
+            (e,) = torch.autograd.grad(sum(losses), t.out, retain_graph=True, allow_unused=True)
+            if e is not None:
+                out.setdefault(port, {})[a.last_id] = e * e.shape[0]
+        return out
 
     @staticmethod
     def _wire_mixed(a: Agent) -> None:
@@ -283,6 +312,16 @@ def backward_together(components: list[Component], tick: int) -> None:
     computation as one backward per component, with less overhead; likewise the members' optimizers step
     together (:func:`corporation.optim.step_together`)."""
     prepared = [(c, c.prepare(tick)) for c in components]
+    if any(c.dfa for c in components):  # DFA: the output errors of this tick, fed back before the backward
+        errors: dict[str, dict[int, torch.Tensor]] = {}
+        for c in components:
+            for port, es in c.errors().items():
+                errors.setdefault(port, {}).update(es)
+        for c in components:
+            for dfa in c.dfa:
+                for batch_id in list(dfa.pending):
+                    if batch_id in errors.get(dfa.port, {}):
+                        dfa.fill(batch_id, errors[dfa.port][batch_id])
     bad = first_nonfinite([x for _, (_, named, _, _) in prepared for x in named])
     if bad is not None:
         raise Diverged(tick, f"non-finite {bad}")

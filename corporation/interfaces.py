@@ -279,3 +279,6 @@ class Stats:
         self.sums.zero_()
         self.count = self.age_sum = self.age_max = 0
         return out
+
+
+from . import feedback  # noqa: F401  (registers sg.kind dfa; it builds on Stats above)

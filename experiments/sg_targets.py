@@ -12,6 +12,7 @@ Unconditioned DNI with M = 2 hidden layers of 256 (as feedforward.md), varied on
   clip_error_1      sg.clip_error 1 (each example's regression error capped at norm 1)
   sender_r2         sg.sender_step r2 (a g_hat-only sender's lr times clamp(M's running r2, 0, 1))
   m_lr_1e-4         sg.optimizer adam 1e-4 (M slower than the layers)
+  dfa               sg.kind dfa (Direct Feedback Alignment: the output error through a fixed random matrix)
   bp_lambda_0.5     interface.kind bp_lambda, lam 0.5 (half true, half synthetic gradient)
 
 plus the references no_backprop / backprop / cdni. Each row also reports M's r2 and cosine against its own
@@ -52,6 +53,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "clip_error_1": {"kind": "dni", "sg": {**DNI_M, "clip_error": 1.0}, "context": None},
     "sender_r2": {"kind": "dni", "sg": {**DNI_M, "sender_step": "r2"}, "context": None},
     "m_lr_1e-4": {"kind": "dni", "sg": {**DNI_M, "optimizer": {"kind": "adam", "lr": 1e-4}}, "context": None},
+    "dfa": {"kind": "dni", "sg": {"kind": "dfa"}, "context": None},
     "bp_lambda_0.5": {"kind": "bp_lambda", "lam": 0.5, "sg": dict(DNI_M), "context": None},
     "bp_lambda_0.9": {"kind": "bp_lambda", "lam": 0.9, "sg": dict(DNI_M), "context": None},
 }
