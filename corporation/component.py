@@ -80,6 +80,11 @@ class Component:
         self.chains: dict[tuple[str, int], Chain] = {}
         self._boots: dict[int, torch.Tensor] = {}  # id(leaf.h) -> J^T (applied g_hats) before the backward
         self.taps: dict[tuple[str, str], OutputTap] = {}  # (agent, loss port) -> its output (DFA's error)
+        self._in_sg = {i.spec.key: i.spec.interface.sg for a in members for i in a.inboxes if i.dni}
+        self.splits = any(needs_split(p) for p in self._in_sg.values())  # else: the plain target path only
+        self.sender_steps = any(getattr(o.sg, "params", None) is not None
+                                and getattr(o.sg.params, "sender_step", "optimizer") == "r2"
+                                for a in members for o in a.outboxes if o.dni)
         for a in members:
             self._wire_targets(a)
             self._wire_mixed(a)
@@ -175,7 +180,8 @@ class Component:
         for a in members:
             for h, g, where in a.close_window(tick):
                 self.add_pair(a.name, h, g, where)
-        self._split(w)
+        if self.splits:
+            self._split(w)
         named = [(f"loss of agent '{name}'", x) for name, xs in w.losses.items() for x in xs]
         named += [(f"g_hat on {where}", g) for ps in w.pairs.values() for _, g, where in ps]
         tensors: list[torch.Tensor] = []
@@ -197,7 +203,7 @@ class Component:
         for a in self.members:
             chain: list[tuple[Leaf, torch.Tensor]] = []
             for leaf in w.leaves.get(a.name, []):
-                boot = self._boots.pop(id(leaf.h), None)
+                boot = self._boots.pop(id(leaf.h), None) if self.splits else None
                 if boot is not None:  # sg.target other than plain bootstrap: split the leaf gradient
                     grad = leaf.h.grad if leaf.h.grad is not None else torch.zeros_like(leaf.h)
                     own = grad - boot
@@ -221,7 +227,7 @@ class Component:
             optimizer = a.optimizer_for(tick, ok)
             if optimizer is None:
                 continue
-            factor = self._sender_factor(a)
+            factor = self._sender_factor(a) if self.sender_steps else 1.0
             if factor != 1.0:  # sg.sender_step: r2 (the lr is set afresh from the spec at every update)
                 for group in optimizer.param_groups:
                     group["lr"] *= factor
@@ -239,9 +245,9 @@ class Component:
         return min(factors)
 
     # ----- target options (sg.target, corporation/targets.py) ------------------------------------------
-    @staticmethod
-    def _sg_params(a: Agent, leaf: Leaf) -> object:
-        return next(i.spec.interface.sg for i in a.inboxes if i.spec.key == leaf.channel)
+    def _sg_params(self, a: Agent, leaf: Leaf) -> object:
+        """The sg params of the edge that ``leaf`` came in on (the sender's M)."""
+        return self._in_sg[leaf.channel]
 
     def _edge_pairs(self, a: Agent) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """The member's out-edge (h, applied g_hat) pairs of this window, by channel."""

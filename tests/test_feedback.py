@@ -62,3 +62,12 @@ def test_dfa_port_must_be_a_task_port() -> None:
     with pytest.raises(ScenarioError) as err:
         from_dict(chain(interface={"kind": "dni", "sg": {"kind": "dfa", "port": "l3"}}))
     assert "sg.port" in str(err.value)
+
+
+def test_a_state_m_cannot_be_dfa() -> None:
+    from test_rnn import seq_raw
+    raw = seq_raw()
+    raw["agents"]["r"]["state"]["sg"] = {"kind": "dfa"}
+    with pytest.raises(ScenarioError) as err:
+        from_dict(raw)
+    assert "state.sg.kind" in str(err.value)
