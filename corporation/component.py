@@ -122,6 +122,9 @@ class Component:
         for o in a.outboxes:
             if not o.mixed:
                 continue
+            if o.spec.latency != 0:
+                raise ScenarioError("bp_lambda mixes in the true gradient of the same tick: set latency: 0 (or use "
+                                    "kind: dni)", f"edges.{o.spec.key}.latency")
             if o.receiver_clock != a.spec.clock:
                 raise ScenarioError(f"bp_lambda needs {a.name} and {o.dst} on the same clock; use kind: dni",
                                     f"edges.{o.spec.key}.interface.kind")
