@@ -23,6 +23,7 @@ from .messages import Message
 from .optim import clear_grads, lr_at, make_optimizer, set_lr
 from .outbox import Outbox
 from .spec import TASK_PREFIX, AgentSpec, is_port
+from .targets import StateTargets, needs_split
 
 if TYPE_CHECKING:
     from .tasks.base import PortLearner
@@ -66,6 +67,7 @@ class Agent:
         self.trace: Callable[..., None] | None = None
         self.state: Any = None
         self.state_sg = None  # M on the carried state (state.kind: dni), set at wiring (set_state_sg)
+        self.state_targets: StateTargets | None = None  # sg.target other than plain bootstrap (lazy)
         self.window_leaf: tuple[torch.Tensor, ...] | None = None  # state at the window start, a leaf
         self.window_fresh = False  # the window began with a new sequence: the last boundary had no future
         self.boundary = 0  # window boundaries passed: the ids of the state M's records
@@ -280,9 +282,12 @@ class Agent:
         (state part, g_hat part, where) pairs for the component's backward pass."""
         if self.state_sg is None or self.state is None or self.acted == 0:
             return []
+        targets = self._state_targets()
         if self.last_end and self.spec.state.zero_at_end:
             if self.aux is not None:  # the boundary's synthetic gradient is zero: that is the aux target
                 self.aux.fit(None, torch.cat(self.state, dim=1), self.body, self.spec.state.aux_weight, tick)
+            if targets is not None:
+                targets.before_backward(self.window_leaf, self.state, None)
             return []  # the sequence ends here: no future loss, no synthetic gradient
         state = torch.cat(self.state, dim=1)
         g = self.state_sg.predict(self.boundary, state, None, tick)
@@ -290,7 +295,11 @@ class Agent:
             self.aux.fit(self.state_sg, state, self.body, self.spec.state.aux_weight, tick)
         sg = self.state_sg.params
         if tick < sg.warmup or sg.scale == 0.0:
+            if targets is not None:
+                targets.before_backward(self.window_leaf, self.state, None)
             return []  # g_hat forced to zero: add nothing, so this is exactly truncated BPTT (optimizer included)
+        if targets is not None:
+            targets.before_backward(self.window_leaf, self.state, g)
         where = f"the carried state of '{self.name}'"
         return [(s, part, where) for s, part in zip(self.state, g.split([s.shape[1] for s in self.state], dim=1))
                 if s.requires_grad]
@@ -300,12 +309,22 @@ class Agent:
         (also when the update is skipped, so a skipped window's record never gets a later window's target)."""
         if self.state_sg is not None and self.window_leaf is not None:
             leaf = self.window_leaf
+            if self.state_targets is not None:  # sg.target: discounted, n-step, lambda or exact
+                for record, target in self.state_targets.after_backward(self.boundary - 1, leaf, self.window_fresh):
+                    self.state_sg.train_on(record, target, tick)
+                return
             if self.window_fresh:
                 target = torch.zeros_like(torch.cat(leaf, dim=1))
             else:
                 target = torch.cat([s.grad if s.grad is not None else torch.zeros_like(s) for s in leaf], dim=1)
                 target = target * target.shape[0]
             self.state_sg.train_on(self.boundary - 1, target, tick)
+
+    def _state_targets(self) -> StateTargets | None:
+        """The state M's target options (None: plain bootstrap with gamma 1, computed in after_backward)."""
+        if self.state_targets is None and needs_split(self.state_sg.params):
+            self.state_targets = StateTargets(self.state_sg.params)
+        return self.state_targets
 
     def optimizer_for(self, tick: int, step: bool) -> torch.optim.Optimizer | None:
         """The optimizer to step for this update (its lr set for ``tick``), or None (no step / no parameters).

@@ -11,15 +11,17 @@ real h for the same batch id when that arrives.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import ScenarioError
 from .models import init_parameters, mlp
 from .optim import clear_grads, make_optimizer
 from .registry import SYNTHESIZERS
-from .schema import positive
+from .schema import positive, within
 from .spec import OptimizerSpec, SyntheticInputSpec
 
 
@@ -29,7 +31,16 @@ class MLPSynthesizerParams:
 
     ``scale`` multiplies g_hat before it is applied, ``clip`` caps each example's g_hat norm, ``warmup``
     ticks train M without applying it (the sender gets zero gradient meanwhile), ``optimizer: null`` uses
-    the sender's optimizer settings."""
+    the sender's optimizer settings.
+
+    M's target (:mod:`corporation.targets`): ``target`` is ``bootstrap`` (default), ``nstep`` (state M
+    only), ``lambda`` or ``exact`` (diagnosis: not decoupled in its targets), with discount ``gamma``,
+    ``lam`` (lambda only) and ``horizon`` (windows of a state M's n-step / lambda / exact target).
+    ``normalize``: M predicts its target divided by a running RMS of the targets (g_hat is scaled back).
+    ``clip_error``: each example's regression error ||g_hat - target|| is capped (a robust, clipped update).
+    ``sender_step``: ``optimizer`` (default) or ``r2``: a sender whose gradients all come through this
+    M steps with its lr times clamp(M's running r2, 0, 1), so Adam does not turn an imprecise g_hat into
+    full-size steps."""
 
     kind: str = "mlp"
     hidden: int = 0
@@ -39,6 +50,13 @@ class MLPSynthesizerParams:
     clip: float | None = None
     warmup: int = 0
     optimizer: OptimizerSpec | None = None
+    target: Literal["bootstrap", "nstep", "lambda", "exact"] = "bootstrap"
+    gamma: float = 1.0
+    lam: float = 0.5
+    horizon: int = 2
+    normalize: bool = False
+    clip_error: float | None = None
+    sender_step: Literal["optimizer", "r2"] = "optimizer"
 
     def check(self, path: str) -> None:
         positive(self.hidden, path, "hidden", allow_zero=True)
@@ -46,6 +64,11 @@ class MLPSynthesizerParams:
         positive(self.scale, path, "scale", allow_zero=True)
         positive(self.clip, path, "clip")
         positive(self.warmup, path, "warmup", allow_zero=True)
+        for key in ("gamma", "lam"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ScenarioError(f"must be within [0, 1], got {getattr(self, key)}", f"{path}.{key}")
+        within(self.horizon, 1, 64, path, "horizon", "windows of an n-step / lambda / exact target")
+        positive(self.clip_error, path, "clip_error")
 
 
 def regression_net(in_size: int, out_size: int, hidden: int, width: int, batchnorm: bool,
@@ -75,9 +98,21 @@ class SyntheticGradient(nn.Module):
         self.steps = 0  # M's optimizer steps; a record's graph is reusable only if none happened since
         self.records: dict[int, tuple] = {}
         self.stats = Stats(device)
+        # sg.normalize: running mean of the squared target (EMA 0.99, bias-corrected by ``seen``)
+        self.target_sq = torch.zeros((), device=device)
+        self.seen = 0
+        self.fit = 0.0  # sg.sender_step r2: running r2 of M against its targets (EMA 0.9, starts at 0)
 
     def forward(self, h: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
-        return self.net(h if context is None else torch.cat([h, context], dim=1))
+        out = self.net(h if context is None else torch.cat([h, context], dim=1))
+        return out * self.rms() if self.params.normalize else out
+
+    def rms(self) -> torch.Tensor:
+        """The running RMS of M's targets (per unit; 1 before the first target): M's output unit when
+        ``normalize`` is on, so the net itself predicts targets of size O(1) whatever their scale."""
+        if not self.seen:
+            return torch.ones_like(self.target_sq)
+        return (self.target_sq / (1.0 - 0.99 ** self.seen)).sqrt().clamp_min(1e-12)
 
     def __getstate__(self) -> dict:
         """For checkpoints: a record's g_hat graph cannot be saved, so it is dropped and recomputed on
@@ -127,11 +162,53 @@ class SyntheticGradient(nn.Module):
         loss = F.mse_loss(g_hat, target, reduction="sum") / h.shape[0]
         clear_grads(self.optimizer)
         self.stats.add(loss.detach(), g_hat.detach(), target, tick - sent)
+        p = self.params
+        if p.sender_step == "r2":
+            energy = float(target.pow(2).sum()) / h.shape[0]
+            if energy > 0.0:
+                self.fit = 0.9 * self.fit + 0.1 * (1.0 - float(loss.detach()) / energy)
+        if p.clip_error is not None:  # cap each example's error: the update of a robust regression
+            error = target - g_hat.detach()
+            norm = error.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            target = g_hat.detach() + error * (p.clip_error / norm).clamp(max=1.0)
+            loss = F.mse_loss(g_hat, target, reduction="sum") / h.shape[0]
+        if p.normalize:  # the loss in units of the running target RMS (updated with this target first)
+            self.target_sq.mul_(0.99).add_(0.01 * target.pow(2).mean())
+            self.seen += 1
+            loss = loss / self.rms().pow(2)
         return loss
+
+    def sender_factor(self) -> float:
+        """The factor on a g_hat-only sender's lr (``sender_step: r2``): clamp(running r2, 0, 1)."""
+        return min(max(self.fit, 0.0), 1.0) if self.params.sender_step == "r2" else 1.0
 
     def stepped(self) -> None:
         """M's optimizer has stepped: recorded g_hat graphs are now stale."""
         self.steps += 1
+
+
+class MixGradient(torch.autograd.Function):
+    """BP(lambda) on a message: identity forward; backward ``lam * grad + (1 - lam) * g`` (g: the applied
+    g_hat, batch mean), and the true per-example gradient ``B * grad`` goes to ``sink(batch_id, target)``
+    (M's regression target)."""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, g: torch.Tensor, lam: float, sink, batch_id: int) -> torch.Tensor:
+        ctx.save_for_backward(g)
+        ctx.lam, ctx.sink, ctx.batch_id = lam, sink, batch_id
+        return h.view_as(h)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (g,) = ctx.saved_tensors
+        ctx.sink(ctx.batch_id, grad.detach() * grad.shape[0])
+        if ctx.lam == 1.0:
+            mixed = grad
+        elif ctx.lam == 0.0:
+            mixed = g
+        else:
+            mixed = ctx.lam * grad + (1.0 - ctx.lam) * g
+        return mixed, None, None, None, None
 
 
 class SyntheticInput(nn.Module):
@@ -202,3 +279,6 @@ class Stats:
         self.sums.zero_()
         self.count = self.age_sum = self.age_max = 0
         return out
+
+
+from . import feedback  # noqa: F401  (registers sg.kind dfa; it builds on Stats above)

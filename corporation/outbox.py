@@ -7,10 +7,12 @@ of its messages comes back. It never touches the receiver's :class:`~corporation
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from .clock import fires
-from .interfaces import SyntheticGradient
+from .interfaces import MixGradient, SyntheticGradient
 from .messages import GradientMessage, Message
 from .spec import ClockSpec, EdgeSpec, is_port
 from .transport import LocalTransport
@@ -25,7 +27,11 @@ class Outbox:
         self.transport = transport
         self.sg = sg
         self.channel = spec.key
-        self.locked = spec.interface is not None and spec.interface.kind == "backprop"
+        self.mixed = spec.interface is not None and spec.interface.kind == "bp_lambda"
+        self.locked = spec.interface is not None and spec.interface.kind in ("backprop", "bp_lambda")
+        self.receiver_clock = receiver_clock
+        self.build_sg: Callable[[int], SyntheticGradient] | None = None  # bp_lambda: M, built at the first send
+        self.true_targets: list[tuple[int, torch.Tensor]] = []  # bp_lambda: true gradients from the backward
         self.dni = spec.interface is not None and spec.interface.kind == "dni"
         self.to_task = is_port(spec.dst)
         # a sampled edge's schedule: the receiver's clock, read at delivery (at the send tick itself with a
@@ -34,6 +40,12 @@ class Outbox:
         self._sample_delay = 0 if synthetic_input else spec.latency
         self.device: torch.device | None = None  # the receiver's device (messages move there)
         self.targets: list[tuple[GradientMessage, int]] = []  # received this tick, not yet trained on
+        self.relay: Callable[[str, GradientMessage, int], None] | None = None  # the sender's chained targets
+
+    def set_relay(self, relay: Callable[[str, GradientMessage, int], None]) -> None:
+        """Also hand every target to ``relay(channel, target, tick)``: the sender's component builds its own
+        in-edges' lambda / exact targets from them (:mod:`corporation.targets`)."""
+        self.relay = relay
 
     def deliver_to(self, device: torch.device) -> None:
         """The receiver's device: messages are moved there when sent."""
@@ -47,8 +59,31 @@ class Outbox:
         """Whether the sender posts on this edge at ``tick`` (always, unless the edge is ``sample``)."""
         return self._sample_clock is None or fires(self._sample_clock, tick + self._sample_delay)
 
+    def set_builder(self, build: Callable[[int], SyntheticGradient]) -> None:
+        """bp_lambda: how to build M for a message size (at the first send; drawn from the sender's stream)."""
+        self.build_sg = build
+
+    def _mix(self, msg: Message, tick: int) -> Message:
+        """bp_lambda: the message carries its graph through :class:`MixGradient` (lam true + (1 - lam) g_hat)."""
+        if self.sg is None:
+            self.sg = self.build_sg(msg.h.shape[1])
+        g = self.sg.predict(msg.batch_id, msg.h, None, tick)
+        h = MixGradient.apply(msg.h, g, self.spec.interface.lam, self._true_target, msg.batch_id)
+        return Message(msg.batch_id, h, msg.sent, msg.start, msg.end, msg.reset, msg.window)
+
+    def _true_target(self, batch_id: int, target: torch.Tensor) -> None:
+        self.true_targets.append((batch_id, target))
+
+    def train_true(self, tick: int) -> None:
+        """bp_lambda: one regression step of M on each true gradient the backward pass produced."""
+        pending, self.true_targets = self.true_targets, []
+        for batch_id, target in pending:
+            self.sg.train_on(batch_id, target, tick)
+
     def send(self, msg: Message, tick: int) -> None:
         """Post ``msg`` (its graph kept only on a locked edge) for delivery after the edge's latency."""
+        if self.mixed:
+            msg = self._mix(msg, tick)
         if self.device is not None and msg.h.device != self.device:
             msg = Message(msg.batch_id, msg.h.to(self.device), msg.sent, msg.start, msg.end, msg.reset, msg.window)
         self.transport.post("message", self.channel, msg, tick + self.spec.latency)
@@ -70,6 +105,9 @@ class Outbox:
         one's loss is returned for the caller to backpropagate and step (several Ms together), then call
         ``sg.stepped()``. A synthesizer without ``regression_loss`` trains on each target itself."""
         pending, self.targets = self.targets, []
+        if self.relay is not None:
+            for grad, tick in pending:
+                self.relay(self.channel, grad, tick)
         split = hasattr(self.sg, "regression_loss") and hasattr(self.sg, "stepped")
         for i, (grad, tick) in enumerate(pending):
             if not split:

@@ -109,16 +109,33 @@ class SyntheticInputSpec:
 
 @dataclass
 class InterfaceSpec:
-    """What an agent-to-agent edge does with gradients: ``backprop`` (locked) or ``dni`` (synthetic)."""
+    """What an agent-to-agent edge does with gradients: ``backprop`` (locked), ``dni`` (synthetic) or
+    ``bp_lambda`` (the unified view: the sender gets ``lam`` x the true gradient + (1 - lam) x g_hat, through
+    the receiver's backward pass in the same tick; M regresses on the true gradient; lam 1 = backprop,
+    lam 0 = DNI; sender and receiver must share a clock and an update window)."""
 
-    kind: Literal["dni", "backprop"] = "dni"
+    kind: Literal["dni", "backprop", "bp_lambda"] = "dni"
     sg: Any = field(default=None, metadata={"registry": SYNTHESIZERS, "default_kind": "mlp"})
     context: str | None = None
     synthetic_input: SyntheticInputSpec | None = None
+    lam: float = 0.5  # bp_lambda only: the weight of the true gradient
 
     def __post_init__(self) -> None:
         if self.sg is None:
             self.sg = SYNTHESIZERS.get("mlp").params(kind="mlp")
+
+    def check(self, path: str) -> None:
+        if not 0.0 <= self.lam <= 1.0:
+            raise ScenarioError(f"must be within [0, 1] (1: backprop, 0: DNI), got {self.lam}", f"{path}.lam")
+        if self.kind == "bp_lambda" and self.context is not None:
+            raise ScenarioError("bp_lambda's M takes no context yet: set context: null (or use kind: dni)",
+                                f"{path}.context")
+        if self.kind == "bp_lambda" and self.synthetic_input is not None:
+            raise ScenarioError("a synthetic input needs kind: dni (bp_lambda is locked in time)",
+                                f"{path}.synthetic_input")
+        if getattr(self.sg, "target", None) == "nstep":
+            raise ScenarioError("'nstep' applies to a recurrent state M (agents.<name>.state.sg); on an edge use "
+                                "target: lambda (lam: 1 follows the whole chain) or bootstrap", f"{path}.sg.target")
 
 
 @dataclass
@@ -158,6 +175,9 @@ class StateSpec:
         positive(self.aux_weight, path, "aux_weight", allow_zero=True)
         if self.aux and self.kind != "dni":
             raise ScenarioError("DNI + Aux needs kind: dni", f"{path}.aux")
+        if getattr(self.sg, "kind", "mlp") == "dfa":
+            raise ScenarioError("a state M cannot be kind: dfa (it feeds an output error back to edges); use mlp",
+                                f"{path}.sg.kind")
 
 
 @dataclass

@@ -40,7 +40,7 @@ def test_chain_is_valid_and_defaults_are_filled():
     ("edges.1.latency=-1", "edges.1.latency: must be >= 0"),
     ("edges.1.dst=l9", "edges.1.dst: unknown node 'l9'"),
     ("edges.0.src=task.z", "edges.0.src: unknown node 'task.z'"),
-    ("interface.kind=dnii", "expected one of dni, backprop, got 'dnii', did you mean 'dni'?"),
+    ("interface.kind=dnii", "expected one of dni, backprop, bp_lambda, got 'dnii', did you mean 'dni'?"),
     ("interface.context=task.q", "edges.1.interface.context: unknown context 'task.q'"),
     ("task.dataset=digitz", "task.dataset: unknown dataset 'digitz', did you mean 'digits'?"),
     ("trian.ticks=5", "unknown key 'trian', did you mean 'train'?"),

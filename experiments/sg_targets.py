@@ -1,0 +1,169 @@
+"""Ablation of M's target and optimisation options (issue 14) on the feed-forward every-layer DNI.
+
+Same networks and budgets as experiments/feedforward.py (L weight layers: L-1 hidden layer-agents of 256
+with batch norm + ReLU and a linear output agent; Adam 1e-3; batch 256; one evaluation at the end).
+Unconditioned DNI with M = 2 hidden layers of 256 (as feedforward.md), varied one option at a time:
+
+  dni               the shipped DNI (bootstrap target, gamma 1)
+  gamma_0.5         sg.gamma 0.5 (discounted bootstrap)
+  lambda_0.5        sg.target lambda, lam 0.5 (BP(lambda)-style lambda-return down the chain)
+  exact             sg.target exact (M on the true gradient: a diagnosis, not decoupled in its targets)
+  normalize         sg.normalize (M predicts targets in units of their running RMS)
+  clip_error_1      sg.clip_error 1 (each example's regression error capped at norm 1)
+  sender_r2         sg.sender_step r2 (a g_hat-only sender's lr times clamp(M's running r2, 0, 1))
+  m_lr_1e-4         sg.optimizer adam 1e-4 (M slower than the layers)
+  dfa               sg.kind dfa (Direct Feedback Alignment: the output error through a fixed random matrix)
+  bp_lambda_0.5     interface.kind bp_lambda, lam 0.5 (half true, half synthetic gradient)
+
+plus the references no_backprop / backprop / cdni. Each row also reports M's r2 and cosine against its own
+target at the end (mean over edges). Results: ``--json`` (reused on reruns) and ``--out`` (Markdown).
+
+    OMP_NUM_THREADS=1 python experiments/sg_targets.py --layers 5 --seeds 0 1
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "experiments"))
+from feedforward import scenario
+
+from corporation import Engine, from_dict
+
+DNI_M = {"hidden": 2, "width": 256}
+VARIANTS: dict[str, dict[str, Any]] = {
+    "no_backprop": {"kind": "dni", "sg": {"hidden": 0, "scale": 0.0}, "context": None},
+    "backprop": {"kind": "backprop"},
+    "cdni": {"kind": "dni", "sg": {"hidden": 0}, "context": "task.y"},
+    "dni": {"kind": "dni", "sg": dict(DNI_M), "context": None},
+    "gamma_0.5": {"kind": "dni", "sg": {**DNI_M, "gamma": 0.5}, "context": None},
+    "lambda_0.5": {"kind": "dni", "sg": {**DNI_M, "target": "lambda", "lam": 0.5}, "context": None},
+    "exact": {"kind": "dni", "sg": {**DNI_M, "target": "exact"}, "context": None},
+    "normalize": {"kind": "dni", "sg": {**DNI_M, "normalize": True}, "context": None},
+    "clip_error_1": {"kind": "dni", "sg": {**DNI_M, "clip_error": 1.0}, "context": None},
+    "sender_r2": {"kind": "dni", "sg": {**DNI_M, "sender_step": "r2"}, "context": None},
+    "m_lr_1e-4": {"kind": "dni", "sg": {**DNI_M, "optimizer": {"kind": "adam", "lr": 1e-4}}, "context": None},
+    "dfa": {"kind": "dni", "sg": {"kind": "dfa"}, "context": None},
+    "bp_lambda_0.5": {"kind": "bp_lambda", "lam": 0.5, "sg": dict(DNI_M), "context": None},
+    "bp_lambda_0.9": {"kind": "bp_lambda", "lam": 0.9, "sg": dict(DNI_M), "context": None},
+}
+
+
+def run_one(dataset: str, layers: int, variant: str, seed: int, ticks: int) -> dict[str, Any]:
+    """Train one variant; test error %, M's final r2 / cosine (mean over edges), wall seconds."""
+    raw = scenario(dataset, layers, "dni", seed, ticks, 1e-3, DNI_M["hidden"], DNI_M["width"])
+    raw["interface"] = VARIANTS[variant]
+    raw["train"]["log_every"] = max(ticks // 10, 1)
+    wall = time.perf_counter()
+    last = Engine(from_dict(raw)).run()
+    mean = (lambda xs: statistics.fmean(xs) if xs else float("nan"))
+    return {"test_error": 100.0 * (1.0 - last["test/accuracy"]),
+            "r2": mean([v for k, v in last.items() if k.startswith("sg/") and k.endswith("/r2")]),
+            "cosine": mean([v for k, v in last.items() if k.startswith("sg/") and k.endswith("/cosine")]),
+            "wall_s": time.perf_counter() - wall}
+
+
+HIER = {  # scenarios/hier_rnn.yaml (T = 4) overrides
+    "dni": [], "locked": ["interface.kind=backprop"], "normalize": ["interface.sg.normalize=true"],
+    "clip_error_1": ["interface.sg.clip_error=1.0"], "m_lr_1e-4": ["interface.sg.optimizer.lr=1e-4"],
+    "gamma_0.5": ["interface.sg.gamma=0.5"],
+}
+
+
+def run_hier(variant: str, seed: int, ticks: int, every: int) -> dict[str, Any]:
+    """hier_rnn at T = 4: B's (and A's) test accuracy, mean of the last 3 evaluations; M's r2 / cosine."""
+    from corporation import load
+    engine = Engine(load(ROOT / "scenarios/hier_rnn.yaml", [*HIER[variant], f"seed={seed}", "device=cpu"]))
+    wall, curve = time.perf_counter(), []
+    while engine.tick < ticks:
+        for _ in range(every):
+            engine.step()
+        curve.append({**engine.collect(), **engine.evaluate()})
+    last = curve[-3:]
+    avg = (lambda k: statistics.fmean(c.get(k, float("nan")) for c in last))
+    return {"B": avg("test/B/accuracy"), "A": avg("test/A/accuracy"), "r2": avg("sg/A-B/r2"),
+            "cosine": avg("sg/A-B/cosine"), "wall_s": time.perf_counter() - wall}
+
+
+def cell(xs: list[float], digits: int = 1) -> str:
+    xs = [x for x in xs if not math.isnan(x)]
+    if not xs:
+        return "–"
+    if len(xs) == 1:
+        return f"{xs[0]:.{digits}f}"
+    return f"{statistics.fmean(xs):.{digits}f} ± {statistics.stdev(xs):.{digits}f}"
+
+
+def table(results: list[dict[str, Any]], dataset: str) -> list[str]:
+    layers = sorted({r["layers"] for r in results if r["dataset"] == dataset})
+    head = "| variant | " + " | ".join(f"L={n} error % | L={n} M r2 / cos" for n in layers) + " | seeds |"
+    lines = [head, "|" + "---|" * (2 * len(layers) + 2)]
+    for v in VARIANTS:
+        rows = [r for r in results if r["dataset"] == dataset and r["variant"] == v]
+        if not rows:
+            continue
+        cells = []
+        for n in layers:
+            rs = [r for r in rows if r["layers"] == n]
+            cells += [cell([r["test_error"] for r in rs]),
+                      f"{cell([r['r2'] for r in rs], 2)} / {cell([r['cosine'] for r in rs], 2)}"]
+        seeds = sorted({r["seed"] for r in rows})
+        lines.append(f"| {v} | " + " | ".join(cells) + f" | {', '.join(map(str, seeds))} |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dataset", default="digits")
+    ap.add_argument("--layers", nargs="+", type=int, default=[5])
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    ap.add_argument("--ticks", type=int, default=2000)
+    ap.add_argument("--hier", nargs="*", default=None, choices=list(HIER),
+                    help="instead: hier_rnn T=4 with these variants (budget --ticks, eval every --ticks/20)")
+    ap.add_argument("--json", type=Path, default=ROOT / "runs/sg_targets/results.json")
+    ap.add_argument("--out", type=Path, default=ROOT / "runs/sg_targets/table.md")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    done: list[dict[str, Any]] = json.loads(args.json.read_text()) if args.json.exists() else []
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    if args.hier is not None:
+        for v in args.hier:
+            for s in args.seeds:
+                key = {"dataset": "hier_rnn_T4", "variant": v, "seed": s, "ticks": args.ticks}
+                prev = next((r for r in done if all(r.get(k) == x for k, x in key.items())), None)
+                if prev is None:
+                    prev = {**key, **run_hier(v, s, args.ticks, max(args.ticks // 20, 1))}
+                    done.append(prev)
+                    args.json.write_text(json.dumps(done, indent=1))
+                print(f"hier_rnn T=4 {v:<13} seed {s}: B {prev['B']:.3f} A {prev['A']:.3f} M r2 {prev['r2']:+.2f} "
+                      f"cos {prev['cosine']:+.2f} ({prev['wall_s']:.0f} s)", flush=True)
+        return
+    grid = [(n, v, s) for s in args.seeds for n in args.layers for v in args.variants]
+    for i, (n, v, s) in enumerate(grid, 1):
+        key = {"dataset": args.dataset, "layers": n, "variant": v, "seed": s, "ticks": args.ticks}
+        prev = next((r for r in done if all(r.get(k) == x for k, x in key.items())), None)
+        if prev is None:
+            prev = {**key, **run_one(args.dataset, n, v, s, args.ticks)}
+            done.append(prev)
+            args.json.write_text(json.dumps(done, indent=1))
+        print(f"[{i}/{len(grid)}] {args.dataset} L={n} {v:<14} seed {s}: error {prev['test_error']:5.2f}%  "
+              f"M r2 {prev['r2']:+.2f} cos {prev['cosine']:+.2f}  ({prev['wall_s']:.0f} s)", flush=True)
+    mine = [r for r in done if r["dataset"] == args.dataset and r["ticks"] == args.ticks]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join([f"## {args.dataset} ({args.ticks} ticks)", "", *table(mine, args.dataset), ""]))
+    print(f"wrote {args.out}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
