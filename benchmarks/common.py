@@ -41,6 +41,10 @@ class RandomTask:
         self.batches: dict[int, torch.Tensor] = {}
 
     @classmethod
+    def batch_rows(cls, params: RandomParams) -> tuple[int, str]:
+        return params.batch_size, "task.batch_size"
+
+    @classmethod
     def ports(cls, params: RandomParams) -> dict[str, Port]:
         f, c = params.features, params.classes
         return {"x": Port("x", "input", f, f), "y": Port("y", "loss", c, c)}

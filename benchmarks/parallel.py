@@ -5,14 +5,17 @@ warm-up, each worker with one intra-op thread unless said otherwise. Ticks per s
 worker 0 between the end of the warm-up and the end of the run (lockstep: worker 0 cannot finish before the
 others), so process start-up is excluded.
 
-  (a) pipeline   two LSTM agents (hidden --hidden, batch --batch) in a chain, DNI on the edge between them
-                 (latency 1): local engine (1 thread) / 2 workers; and locked backprop in one process
+  (a) pipeline   two LSTM agents (hidden --hidden, batch --batch, unroll 4) in a chain, DNI on the edge
+                 between them with latency 4 (= unroll, so both stages update at the same ticks, and each
+                 worker may run 3 ticks ahead): local engine (1 thread) / 2 workers; and locked backprop
+                 (latency 0) in one process
   (b) wide_mlp   a wide MLP split in two agents the same way: local (1 thread), local with 2 intra-op
                  threads, 2 workers (1 thread each)
   (c) hier_rnn   scenarios/hier_rnn.yaml with A -> B at latency 1: wall seconds to reach 90% of the locked
                  baseline's final test B accuracy (--hier-ticks ticks; --skip-hier to leave it out)
 
     python benchmarks/parallel.py [--ticks 400] [--warmup 50] [--hidden 512] [--batch 32] [--skip-hier]
+                                  [--hier-ticks 4000] [--only-hier]
 
 Last line: ``pipeline_workers2/local: X`` (the issue's target: >= 1.7 on 2 cores).
 """
@@ -37,6 +40,7 @@ from corporation import Engine, from_dict, load
 from corporation.distributed import launch
 
 ROOT = Path(__file__).resolve().parents[1]
+LATENCY = 4  # of the DNI edge between the stages: = unroll, so both stages update at the same ticks
 
 
 def pipeline(kind: str, hidden: int, batch: int, model: str = "lstm") -> dict[str, Any]:
@@ -44,13 +48,13 @@ def pipeline(kind: str, hidden: int, batch: int, model: str = "lstm") -> dict[st
     first = ({"kind": "lstm", "hidden": hidden, "readout": False} if model == "lstm"
              else {"kind": "mlp", "out": hidden, "hidden": [hidden]})
     last = ({"kind": "lstm", "hidden": hidden} if model == "lstm"  # a readout to the 10 classes
-            else {"kind": "mlp", "hidden": [hidden, hidden], "out_activation": False})
+            else {"kind": "mlp", "hidden": [hidden], "out_activation": False})
     unroll = {"unroll": 4} if model == "lstm" else {"unroll": 1}
     return {"name": f"parallel_{model}_{kind}", "seed": 0, "device": "cpu",
             "task": {"kind": "bench_random", "batch_size": batch, "features": 256, "classes": 10},
             "interface": {"kind": kind, "sg": {"hidden": 0}, "context": None},
             "agents": {"a": {"model": first, "update": unroll}, "b": {"model": last, "update": unroll}},
-            "edges": [{"src": "task.x", "dst": "a"}, {"src": "a", "dst": "b", "latency": 1 if kind == "dni" else 0},
+            "edges": [{"src": "task.x", "dst": "a"}, {"src": "a", "dst": "b", "latency": LATENCY if kind == "dni" else 0},
                       {"src": "b", "dst": "task.y"}],
             "train": {"ticks": 10**6, "eval_every": 10**6, "progress": False}}
 
@@ -131,22 +135,30 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--wide", type=int, default=2048, help="width of the wide MLP of (b)")
+    ap.add_argument("--wide", type=int, default=1024, help="width of the wide MLP of (b)")
     ap.add_argument("--hier-ticks", type=int, default=4000)
     ap.add_argument("--skip-hier", action="store_true")
+    ap.add_argument("--only-hier", action="store_true", help="just (c)")
     args = ap.parse_args(argv)
     print(f"torch {torch.__version__}; {args.ticks} ticks after {args.warmup} warm-up; batch {args.batch}")
     r: dict[str, float] = {}
+
+    def note(key: str, rate: float) -> None:
+        r[key] = rate
+        print(f"{key:>22}: {rate:8.2f} ticks/s", flush=True)
+
+    if args.only_hier:
+        h = hier(args.hier_ticks)
+        print(json.dumps(h))
+        return h
     dni = pipeline("dni", args.hidden, args.batch)
-    r["pipeline_local"] = local_rate(dni, args.ticks, args.warmup)
-    r["pipeline_locked"] = local_rate(pipeline("backprop", args.hidden, args.batch), args.ticks, args.warmup)
-    r["pipeline_workers2"] = distributed_rate(dni, args.ticks, args.warmup)
-    wide = pipeline("dni", args.wide, args.batch * 8, model="mlp")
-    r["wide_local"] = local_rate(wide, args.ticks // 4, args.warmup // 4)
-    r["wide_local_2threads"] = local_rate(wide, args.ticks // 4, args.warmup // 4, threads=2)
-    r["wide_workers2"] = distributed_rate(wide, args.ticks // 4, args.warmup // 4)
-    for k, v in r.items():
-        print(f"{k:>22}: {v:8.2f} ticks/s")
+    note("pipeline_local", local_rate(dni, args.ticks, args.warmup))
+    note("pipeline_locked", local_rate(pipeline("backprop", args.hidden, args.batch), args.ticks, args.warmup))
+    note("pipeline_workers2", distributed_rate(dni, args.ticks, args.warmup))
+    wide = pipeline("dni", args.wide, args.batch * 4, model="mlp")
+    note("wide_local", local_rate(wide, args.ticks // 4, args.warmup // 4))
+    note("wide_local_2threads", local_rate(wide, args.ticks // 4, args.warmup // 4, threads=2))
+    note("wide_workers2", distributed_rate(wide, args.ticks // 4, args.warmup // 4))
     if not args.skip_hier:
         h = hier(args.hier_ticks)
         print(f"hier_rnn: goal test/B/accuracy {h['goal']:.3f} (90% of locked's final)")

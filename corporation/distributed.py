@@ -95,6 +95,7 @@ class DistributedEngine(Engine):
                 devices[("message", e.key)] = resolve_device(placement.device[e.dst] if device is None else device)
             if worker[e.src] == rank:
                 devices[("target", e.key)] = resolve_device(placement.device[e.src] if device is None else device)
+        capacity = _packet_bytes(scenario, g, worker)
         del g
         free = scenario.engine.mode == "free"
         if free:  # a cross-worker edge is read as hold: the newest message that has arrived
@@ -104,12 +105,19 @@ class DistributedEngine(Engine):
         channels = sorted(e.key for e in edges)
         transport = (FreeP2PTransport(rank, world, channels, remote, devices, scenario.engine.max_drift) if free
                      else P2PTransport(rank, world, channels, remote, devices))
+        transport.set_capacity(capacity)
+        ahead = 0 if free else _run_ahead(scenario, worker)
+        if ahead:
+            transport.set_ahead(ahead)
         self.rank, self.world = rank, world  # before the engine's first snapshot (taken in its constructor)
         self.timing = {"busy": 0.0}
         super().__init__(scenario, device=device, placement=placement, worker=rank, transport=transport,
                          checkpoints=checkpoints and not free)
         if free:
             self.cannot_checkpoint = "free-mode distributed runs write no checkpoints (what is in flight is lost)"
+        elif ahead:
+            self.cannot_checkpoint = (f"workers run {ahead} tick(s) ahead of each other (cross-worker latency >= "
+                                      f"{ahead + 1}), so packets are always in flight: no checkpoints")
 
     def run(self, ticks: int | None = None, on_log: Any = None, on_tick: Any = None, on_checkpoint: Any = None,
             stop: Any = None) -> dict[str, Any]:
@@ -206,6 +214,35 @@ class DistributedEngine(Engine):
                 for module, state in zip(self.agents[name].modules(), states):
                     module.load_state_dict(state)
         return super()._evaluate()
+
+
+def _run_ahead(scenario: Scenario, worker: dict[str, int]) -> int:
+    """How many ticks lockstep workers may run ahead of each other: the smallest cross-worker latency minus
+    one, and at most the smallest back latency (a message is needed at its due tick, a target at the end of
+    its due tick)."""
+    slack = [min(e.latency - 1, e.back_latency) for e in scenario.edges
+             if not is_port(e.src) and not is_port(e.dst) and worker[e.src] != worker[e.dst]]
+    return max(0, min(slack, default=0))
+
+
+def _packet_bytes(scenario: Scenario, graph: Any, worker: dict[str, int]) -> int:
+    """The bytes a lockstep tick usually sends from one worker to another (the largest over ordered pairs):
+    one message per cross-worker edge and one target back, each a header and a (rows, size) float32 payload
+    (a window's targets, sent together at an update, overflow into a second message); rows from the task's ``batch_rows`` (else 256). The same on every
+    worker (it is computed from the scenario), as the fixed packet size requires."""
+    from .p2p import HEADER
+
+    rows_of = getattr(TASKS.get(scenario.task.kind).factory, "batch_rows", None)
+    rows = rows_of(scenario.task)[0] if rows_of is not None else 256
+    pair: dict[tuple[int, int], int] = {}
+    for e in scenario.edges:
+        if is_port(e.src) or is_port(e.dst) or worker[e.src] == worker[e.dst]:
+            continue
+        item = 8 * HEADER + 4 * rows * graph.msg_size[(e.src, e.dst)]
+        fwd, back = (worker[e.src], worker[e.dst]), (worker[e.dst], worker[e.src])
+        pair[fwd] = pair.get(fwd, 16) + item + rows
+        pair[back] = pair.get(back, 16) + item  # targets come a window at a time: the rest overflows
+    return max(pair.values(), default=0)
 
 
 def free_port() -> int:

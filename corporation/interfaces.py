@@ -98,6 +98,7 @@ class SyntheticGradient(nn.Module):
         self.steps = 0  # M's optimizer steps; a record's graph is reusable only if none happened since
         self.records: dict[int, tuple] = {}
         self.stats = Stats(device)
+        self.last_regression: tuple[torch.Tensor, torch.Tensor] | None = None  # (g_hat, target), newest
         # sg.normalize: running mean of the squared target (EMA 0.99, bias-corrected by ``seen``)
         self.target_sq = torch.zeros((), device=device)
         self.seen = 0
@@ -162,6 +163,7 @@ class SyntheticGradient(nn.Module):
         loss = F.mse_loss(g_hat, target, reduction="sum") / h.shape[0]
         clear_grads(self.optimizer)
         self.stats.add(loss.detach(), g_hat.detach(), target, tick - sent)
+        self.last_regression = (g_hat.detach(), target)  # for TensorBoard's error histogram (read only)
         p = self.params
         if p.sender_step == "r2":
             energy = float(target.pow(2).sum()) / h.shape[0]

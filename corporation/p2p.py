@@ -15,6 +15,7 @@ Payloads travel on the CPU with gloo (moved to the receiver's device by the rece
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -25,6 +26,7 @@ from .messages import GradientMessage, Message
 from .transport import Kind, LocalTransport
 
 MAX_DIMS = 6
+MIN_PACKET = 4096  # bytes: the smallest lockstep packet
 UNSET = -2  # a free-mode length buffer before its packet arrives (lengths are >= 0; -1 ends a run)
 HEADER = 11 + MAX_DIMS
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.bool,
@@ -69,6 +71,20 @@ class P2PTransport(LocalTransport):
         self.sent_items = 0
         self.received_items = 0
         self.exchange_seconds = 0.0  # time in flush: sending, and waiting for the peers' items
+        self.capacity = MIN_PACKET  # bytes of a lockstep packet (set_capacity: the same on both sides)
+        self.ahead = 0  # ticks a worker may run ahead of its peers (set_ahead)
+        self._unreceived = 0  # packets each peer has sent us that we have not yet received
+        self._inflight: list[list[Any]] = []  # per tick: the sends (works and tensors) not yet known complete
+
+    def set_ahead(self, ticks: int) -> None:
+        """Let this worker run ``ticks`` ahead of its peers: the packet of tick t is received at tick t + ticks.
+        Safe when every cross-worker edge has latency >= ticks + 1 and back latency >= ticks (its items
+        are then due no earlier than that); the same on every worker."""
+        self.ahead = max(0, int(ticks))
+    def set_capacity(self, nbytes: int) -> None:
+        """The fixed size of a lockstep packet (both sides of every pair must use the same: derived from the
+        scenario); larger ticks send a second message, so this only sets what one send covers."""
+        self.capacity = max(MIN_PACKET, int(nbytes))
 
     def post(self, kind: Kind, channel: str, item: Any, due: int) -> None:
         peer = self.remote.get((kind, channel))
@@ -78,52 +94,100 @@ class P2PTransport(LocalTransport):
             self.outgoing[peer].append((kind, channel, item, due))
 
     def flush(self, tick: int) -> None:
-        """Send this tick's items to every peer and receive theirs (a collective step of every worker)."""
+        """Send this tick's items to every peer and receive theirs (a collective step of every worker).
+
+        One packet per peer and tick, of a fixed capacity both sides know (``capacity``), so a tick costs one
+        send and one receive per peer (gloo's latency for a small message is about a millisecond here, so a
+        count, then a header and a payload per item, cost more than the work of a small agent). A packet is
+        ``[total bytes, item count]`` (int64) and the items, each its int64 header then its payload bytes; a
+        tick whose items exceed the capacity sends the rest as a second message of the size the first says."""
         started = time.perf_counter()
-        works = []
-        keep: list[torch.Tensor] = []  # the tensors being sent must live until their sends complete
+        works: list[Any] = []  # with the tensors being sent: they must live until their sends complete
         for peer, items in self.outgoing.items():
-            count = torch.tensor([len(items)], dtype=torch.int64)
-            keep.append(count)
-            works.append(dist.isend(count, peer))
+            parts = [torch.tensor([0, len(items)], dtype=torch.int64).view(torch.uint8)]
             for kind, channel, item, due in items:
                 head, payload = _header(kind, self.index[channel], due, item)
-                keep += [head, *payload]
-                works.append(dist.isend(head, peer))
-                works += [dist.isend(p, peer) for p in payload]
+                parts.append(head.view(torch.uint8))
+                parts += [p.reshape(-1).view(torch.uint8) for p in payload]
+            packet = torch.cat(parts)
+            packet[:8] = torch.tensor([packet.numel()], dtype=torch.int64).view(torch.uint8)
+            cap = self.capacity
+            first = torch.zeros(cap, dtype=torch.uint8)
+            first[:min(cap, packet.numel())] = packet[:cap]
+            works += [first, packet, dist.isend(first, peer)]
+            if packet.numel() > cap:
+                rest = packet[cap:].contiguous()
+                works += [rest, dist.isend(rest, peer)]
             self.sent_items += len(items)
             items.clear()
-        for peer in self.outgoing:
-            count = torch.zeros(1, dtype=torch.int64)
-            dist.recv(count, peer)
-            for _ in range(int(count)):
-                self._receive_one(peer)
-        for w in works:
-            w.wait()
+        self._inflight.append(works)
+        self._unreceived += 1
+        while self._unreceived > self.ahead:  # the packets of tick - ahead: due no earlier than next tick
+            self._receive_packets()
+        while len(self._inflight) > self.ahead + 1:  # received by now: those sends are complete
+            self._wait(self._inflight.pop(0))
         self.exchange_seconds += time.perf_counter() - started
 
-    def _receive_one(self, peer: int) -> None:
-        head = torch.zeros(HEADER, dtype=torch.int64)
-        dist.recv(head, peer)
-        kind_code, channel, due, batch_id, sent, start, end, window, has_reset, dtype, ndim = head[:11].tolist()
-        shape = head[11:11 + ndim].tolist()
-        h = torch.empty(shape, dtype=DTYPES[dtype])
-        dist.recv(h, peer)
-        name = self.channels[channel]
-        self.received_items += 1
-        device = self.devices.get(("message" if kind_code == 0 else "target", name))
-        if kind_code == 0:
-            reset = None
-            if has_reset:
-                r = torch.empty(shape[0], dtype=torch.uint8)
-                dist.recv(r, peer)
-                reset = r.bool()
+    def _receive_packets(self) -> None:
+        """One packet from every peer (the oldest not yet received)."""
+        for peer in self.outgoing:
+            first = torch.empty(self.capacity, dtype=torch.uint8)
+            dist.recv(first, peer)
+            total = int(first[:8].view(torch.int64)[0])
+            if total > self.capacity:
+                rest = torch.empty(total - self.capacity, dtype=torch.uint8)
+                dist.recv(rest, peer)
+                first = torch.cat([first, rest])
+            self._unpack(first[:total])
+        self._unreceived -= 1
+
+    @staticmethod
+    def _wait(works: list[Any]) -> None:
+        for w in works:
+            if not isinstance(w, torch.Tensor):
+                w.wait()
+
+    def close(self, tick: int) -> None:
+        """The run is over: receive the packets still in flight (their items come too late to matter)."""
+        while self._unreceived > 0:
+            self._receive_packets()
+        for works in self._inflight:
+            self._wait(works)
+        self._inflight.clear()
+
+    def __getstate__(self) -> dict:
+        """Checkpoints are taken between ticks with nothing in flight (run-ahead 0); sends are done."""
+        state = self.__dict__.copy()
+        state["_inflight"] = []
+        return state
+
+    def _unpack(self, packet: torch.Tensor) -> None:
+        """Post the items of one received packet on the local queues."""
+        count = int(packet[8:16].view(torch.int64)[0])
+        at = 16
+        for _ in range(count):
+            head = packet[at:at + 8 * HEADER].view(torch.int64)
+            at += 8 * HEADER
+            kind_code, channel, due, batch_id, sent, start, end, window, has_reset, dtype, ndim = head[:11].tolist()
+            shape = head[11:11 + ndim].tolist()
+            dt = DTYPES[dtype]
+            n = math.prod(shape) * torch.empty((), dtype=dt).element_size()
+            h = packet[at:at + n].clone().view(dt).reshape(shape)
+            at += n
+            name = self.channels[channel]
+            self.received_items += 1
+            device = self.devices.get(("message" if kind_code == 0 else "target", name))
             h = h if device is None else h.to(device)
-            LocalTransport.post(self, "message", name, Message(batch_id, h, sent, bool(start), bool(end), reset,
-                                                               window), due)
-        else:
-            h = h if device is None else h.to(device)
-            LocalTransport.post(self, "target", name, GradientMessage(batch_id, h, sent), due)
+            if kind_code == 0:
+                reset = None
+                if has_reset:
+                    reset = packet[at:at + shape[0]].clone().bool()
+                    at += shape[0]
+                    reset = reset if device is None else reset.to(device)
+                LocalTransport.post(self, "message", name, Message(batch_id, h, sent, bool(start), bool(end), reset,
+                                                                   window), due)
+            else:
+                LocalTransport.post(self, "target", name, GradientMessage(batch_id, h, sent), due)
 
 
 class FreeP2PTransport(P2PTransport):

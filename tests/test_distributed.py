@@ -36,9 +36,11 @@ def _local_lines(scenario) -> list[dict]:
     return json.loads(json.dumps(local))
 
 
-@pytest.mark.parametrize("name", ["corporation", "ff_digits"])
-def test_lockstep_on_two_workers_gives_the_local_engines_metrics(tmp_path, name):
-    scenario = load(ROOT / "scenarios" / f"{name}.yaml", SHORT)
+@pytest.mark.parametrize("name, extra", [("corporation", []), ("ff_digits", []),
+                                         ("corporation", ["edges.1.latency=3", "edges.2.latency=3"])])
+def test_lockstep_on_two_workers_gives_the_local_engines_metrics(tmp_path, name, extra):
+    """Latency 3 on the cross-worker edges lets each worker run 2 ticks ahead (packets received later)."""
+    scenario = load(ROOT / "scenarios" / f"{name}.yaml", [*SHORT, *extra])
     local = _local_lines(scenario)
     out = tmp_path / "lines.json"
     placement = launch(scenario, 2, functools.partial(_keep_lines, path=str(out)))
