@@ -43,7 +43,7 @@ from .p2p import FreeP2PTransport, P2PTransport
 from .placement import Placement, infer, place
 from .registry import TASKS
 from .spec import Scenario, is_port
-from .wiring import build_agent, resolve_device
+from .wiring import agent_device, build_agent, resolve_device
 
 DEFAULT_TIMEOUT = 60.0  # seconds a worker waits for a peer before the run is declared failed
 
@@ -90,11 +90,12 @@ class DistributedEngine(Engine):
             if dst == rank and src != rank:
                 remote[("target", e.key)] = src
         devices = {}
-        for e in edges:
+        default = resolve_device(device or scenario.device)
+        for e in edges:  # where the receiving halves keep what arrives: their agent's device
             if worker[e.dst] == rank:
-                devices[("message", e.key)] = resolve_device(placement.device[e.dst] if device is None else device)
+                devices[("message", e.key)] = agent_device(scenario, e.dst, default)
             if worker[e.src] == rank:
-                devices[("target", e.key)] = resolve_device(placement.device[e.src] if device is None else device)
+                devices[("target", e.key)] = agent_device(scenario, e.src, default)
         capacity = _packet_bytes(scenario, g, worker)
         del g
         free = scenario.engine.mode == "free"
@@ -202,7 +203,8 @@ class DistributedEngine(Engine):
         return out
 
     def _evaluate(self) -> dict[str, float]:
-        mine = {n: [m.state_dict() for m in self.agents[n].modules()] for n in self.mine}
+        mine = {n: [{k: v.detach().cpu() for k, v in m.state_dict().items()} for m in self.agents[n].modules()]
+                for n in self.mine}
         gathered: list[Any] = [None] * self.world if self.rank == 0 else None
         dist.gather_object(mine, gathered, dst=0)
         if self.rank != 0:
@@ -245,6 +247,17 @@ def _packet_bytes(scenario: Scenario, graph: Any, worker: dict[str, int]) -> int
     return max(pair.values(), default=0)
 
 
+def worker_device(scenario: Scenario, rank: int) -> str | None:
+    """A worker's default device: with ``device: cuda`` or ``auto`` and GPUs present, ``cuda:N`` for its local
+    rank (torchrun's LOCAL_RANK, else the rank), so each worker of a machine drives its own GPU; otherwise the
+    scenario's (``agents.<name>.device`` still wins for an agent). Messages travel through gloo on the CPU and
+    are moved to the receiving agent's device."""
+    if scenario.device not in ("auto", "cuda") or not torch.cuda.is_available():
+        return None
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    return f"cuda:{local % torch.cuda.device_count()}"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -265,7 +278,8 @@ def _worker(rank: int, world: int, init_method: str, scenario: Scenario, placeme
             ckpt = torch.load(restore, map_location="cpu", weights_only=False)  # our own pickle
             engine = DistributedEngine.restore_worker(ckpt, scenario, rank)
         else:
-            engine = DistributedEngine(scenario, placement, rank, checkpoints=True)
+            engine = DistributedEngine(scenario, placement, rank, device=worker_device(scenario, rank),
+                                       checkpoints=True)
         if rank == 0 and lead is not None:
             lead(engine)
         elif rank != 0 and follow is not None:

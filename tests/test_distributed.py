@@ -141,3 +141,15 @@ def test_show_prints_the_placement():
     text = describe(load(ROOT / "scenarios" / "hier_rnn.yaml", ["edges.1.latency=1", "engine.kind=distributed",
                                                                 "engine.workers=2", "engine.placement={B: 1}"]))
     assert "placement (2 workers, lockstep" in text and "worker 0: A" in text and "worker 1: B" in text
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_workers_on_the_gpu_give_the_local_gpu_runs_metrics(tmp_path):
+    scenario = load(ROOT / "scenarios" / "corporation.yaml", [*SHORT, "device=cuda"])
+    want = _local_lines(scenario)
+    out = tmp_path / "lines.json"
+    launch(scenario, 2, functools.partial(_keep_lines, path=str(out)))
+    got = json.loads(out.read_text())
+    for a, b in zip(want, got):
+        for k, v in a.items():
+            assert b[k] == pytest.approx(v, rel=1e-4, abs=1e-5), k
