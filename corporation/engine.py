@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import pickle
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,7 +24,6 @@ from typing import Any
 
 import torch
 
-from . import checkpoint as checkpoint_mod
 from .agent import Agent
 from .clock import fires
 from .component import Component, backward_together
@@ -33,12 +31,12 @@ from .errors import CorporationError
 from .graph import Graph, build_graph
 from .guard import Diverged, first_nonfinite
 from .inbox import Inbox
+from .journal import Journaled
 from .messages import Message
 from .optim import step_together
 from .outbox import Outbox
 from .placement import Placement, place
 from .registry import TASKS
-from .schema import to_plain
 from .seeding import generator
 from .spec import TASK_PREFIX, Scenario, is_port
 from .transport import LocalTransport
@@ -66,7 +64,7 @@ class Event:
     value: Any = None
 
 
-class Engine:
+class Engine(Journaled):
     """The local scheduler: runs every component in one process (placement: one worker). ``step()``
     advances one tick; ``evaluate()`` scores the composition. ``trace``: a callable receiving an
     :class:`Event` for every send, delivery, act, idle tick, update and target arrival (for tests and
@@ -402,65 +400,3 @@ class Engine:
             if on_tick is not None:
                 on_tick(t)
         return last
-
-    # ----- checkpoints (corporation.checkpoint) ------------------------------------------------------
-    def _note(self, call: str) -> None:
-        if self._journal is not None:
-            self._journal.append(call)
-
-    def at_rest(self) -> bool:
-        """No update window is open anywhere (cheap check; graphs held elsewhere are found when pickling)."""
-        return all(c.at_rest() for c in self.components)
-
-    def _take_snapshot(self) -> bool:
-        if not self.at_rest() or self.cannot_checkpoint:
-            return False
-        journal, self._journal, snapshot, self._snapshot = self._journal, None, self._snapshot, None
-        try:
-            data = checkpoint_mod.dumps(self, checkpoint_mod.static_objects(self.task))
-        except checkpoint_mod.NotAtRest:
-            return False
-        except (pickle.PicklingError, AttributeError, TypeError) as e:  # e.g. a task holding a local class
-            self.cannot_checkpoint = f"{type(e).__name__}: {e}"
-            return False
-        finally:
-            self._journal, self._snapshot = journal, snapshot
-        self._snapshot, self._journal, self._snapshot_fresh = data, [], True
-        return True
-
-    def _maybe_snapshot(self, end: int) -> None:
-        """Snapshot at rest at the first chance after a checkpoint and again close before the next one, so
-        a checkpoint replays few ticks (evaluation ticks are known in advance; interrupts are not)."""
-        every = self.scenario.train.eval_every
-        nxt = min(end, (self.tick // every + 1) * every) if self.tick % every else self.tick
-        if not self._snapshot_fresh or nxt - self.tick <= self._snapshot_horizon():
-            self._take_snapshot()
-
-    def _snapshot_horizon(self) -> int:
-        windows = [a.spec.clock.period * a.spec.update.unroll for a in self.agents.values()]
-        return 2 * max(windows, default=1) + self.horizon
-
-    def checkpoint(self) -> dict[str, Any]:
-        """Everything needed to continue exactly from this tick (see corporation.checkpoint)."""
-        if self.cannot_checkpoint:
-            raise CorporationError(f"this run cannot be checkpointed ({self.cannot_checkpoint}): its task or "
-                                   "models must be picklable (no local classes or lambdas)")
-        if self._journal is None or self._snapshot is None:
-            raise CorporationError("this engine keeps no checkpoints: build it with Engine(..., checkpoints=True)")
-        self._snapshot_fresh = False
-        weights = {name: {f"body.{k}": v.detach().cpu() for k, v in a.body.state_dict().items()}
-                   | {f"heads.{k}": v.detach().cpu() for k, v in a.heads.state_dict().items()}
-                   for name, a in self.agents.items()}
-        return checkpoint_mod.pack(self._snapshot, self._journal, self.tick, to_plain(self.scenario), weights)
-
-    @classmethod
-    def restore(cls, ckpt: dict[str, Any], scenario: Scenario) -> Engine:
-        """The engine of checkpoint ``ckpt`` (its snapshot, then its journal replayed), running ``scenario``
-        (the run's own, where only ``train`` keys may differ)."""
-        fresh = cls(scenario)  # builds the task: constant data the snapshot refers to
-        engine: Engine = checkpoint_mod.loads(ckpt["snapshot"], checkpoint_mod.static_objects(fresh.task))
-        engine.scenario = scenario
-        for call in ckpt["journal"]:
-            getattr(engine, f"_{call}")()
-        engine._snapshot, engine._journal, engine._snapshot_fresh = ckpt["snapshot"], list(ckpt["journal"]), False
-        return engine
