@@ -1,11 +1,12 @@
 """Decoupled agents in parallel: the distributed engine (2 worker processes, gloo) against one process.
 
-All figures come from one run on one machine; every configuration runs the same ticks after the same
+All figures come from one run on one machine; each configuration is measured --reps times, alternating
+(a shared machine's slow spells then hit every configuration alike), and the median rate is reported; every configuration runs the same ticks after the same
 warm-up, each worker with one intra-op thread unless said otherwise. Ticks per second are measured on
 worker 0 between the end of the warm-up and the end of the run (lockstep: worker 0 cannot finish before the
 others), so process start-up is excluded.
 
-  (a) pipeline   two LSTM agents (hidden --hidden, batch --batch, unroll 4) in a chain, DNI on the edge
+  (a) pipeline   two LSTM agents (hidden --hidden, batch --batch, unroll 4, --features inputs) in a chain, DNI on the edge
                  between them with latency 4 (= unroll, so both stages update at the same ticks, and each
                  worker may run 3 ticks ahead): local engine (1 thread) / 2 workers; and locked backprop
                  (latency 0) in one process
@@ -15,7 +16,7 @@ others), so process start-up is excluded.
                  baseline's final test B accuracy (--hier-ticks ticks; --skip-hier to leave it out)
 
     python benchmarks/parallel.py [--ticks 400] [--warmup 50] [--hidden 512] [--batch 32] [--skip-hier]
-                                  [--hier-ticks 4000] [--only-hier]
+                                  [--hier-ticks 4000] [--only-hier] [--features 256] [--reps 3]
 
 Last line: ``pipeline_workers2/local: X`` (the issue's target: >= 1.7 on 2 cores).
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -43,15 +45,17 @@ ROOT = Path(__file__).resolve().parents[1]
 LATENCY = 4  # of the DNI edge between the stages: = unroll, so both stages update at the same ticks
 
 
-def pipeline(kind: str, hidden: int, batch: int, model: str = "lstm") -> dict[str, Any]:
-    """Two agents in a chain (task.x -> a -> b -> task.y); ``kind`` dni (latency 1) or backprop (0)."""
+def pipeline(kind: str, hidden: int, batch: int, model: str = "lstm", features: int = 256) -> dict[str, Any]:
+    """Two agents in a chain (task.x -> a -> b -> task.y); ``kind`` dni (latency LATENCY) or backprop (0);
+    ``features``: the task's input size (256: the two stages then cost about the same, measured by
+    ``time/worker*/busy``: b's larger input is offset by a's M)."""
     first = ({"kind": "lstm", "hidden": hidden, "readout": False} if model == "lstm"
              else {"kind": "mlp", "out": hidden, "hidden": [hidden]})
     last = ({"kind": "lstm", "hidden": hidden} if model == "lstm"  # a readout to the 10 classes
             else {"kind": "mlp", "hidden": [hidden], "out_activation": False})
     unroll = {"unroll": 4} if model == "lstm" else {"unroll": 1}
     return {"name": f"parallel_{model}_{kind}", "seed": 0, "device": "cpu",
-            "task": {"kind": "bench_random", "batch_size": batch, "features": 256, "classes": 10},
+            "task": {"kind": "bench_random", "batch_size": batch, "features": features, "classes": 10},
             "interface": {"kind": kind, "sg": {"hidden": 0}, "context": None},
             "agents": {"a": {"model": first, "update": unroll}, "b": {"model": last, "update": unroll}},
             "edges": [{"src": "task.x", "dst": "a"}, {"src": "a", "dst": "b", "latency": LATENCY if kind == "dni" else 0},
@@ -136,6 +140,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--wide", type=int, default=1024, help="width of the wide MLP of (b)")
+    ap.add_argument("--features", type=int, default=256, help="the pipeline's input size")
+    ap.add_argument("--reps", type=int, default=3, help="alternating repetitions; the median rate is reported")
     ap.add_argument("--hier-ticks", type=int, default=4000)
     ap.add_argument("--skip-hier", action="store_true")
     ap.add_argument("--only-hier", action="store_true", help="just (c)")
@@ -151,14 +157,22 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         h = hier(args.hier_ticks)
         print(json.dumps(h))
         return h
-    dni = pipeline("dni", args.hidden, args.batch)
-    note("pipeline_local", local_rate(dni, args.ticks, args.warmup))
-    note("pipeline_locked", local_rate(pipeline("backprop", args.hidden, args.batch), args.ticks, args.warmup))
-    note("pipeline_workers2", distributed_rate(dni, args.ticks, args.warmup))
+    dni = pipeline("dni", args.hidden, args.batch, features=args.features)
+    locked = pipeline("backprop", args.hidden, args.batch, features=args.features)
     wide = pipeline("dni", args.wide, args.batch * 4, model="mlp")
-    note("wide_local", local_rate(wide, args.ticks // 4, args.warmup // 4))
-    note("wide_local_2threads", local_rate(wide, args.ticks // 4, args.warmup // 4, threads=2))
-    note("wide_workers2", distributed_rate(wide, args.ticks // 4, args.warmup // 4))
+    runs = {"pipeline_local": lambda: local_rate(dni, args.ticks, args.warmup),
+            "pipeline_locked": lambda: local_rate(locked, args.ticks, args.warmup),
+            "pipeline_workers2": lambda: distributed_rate(dni, args.ticks, args.warmup),
+            "wide_local": lambda: local_rate(wide, args.ticks // 4, args.warmup // 4),
+            "wide_local_2threads": lambda: local_rate(wide, args.ticks // 4, args.warmup // 4, threads=2),
+            "wide_workers2": lambda: distributed_rate(wide, args.ticks // 4, args.warmup // 4)}
+    rates: dict[str, list[float]] = {k: [] for k in runs}
+    for rep in range(args.reps):  # alternating, so a slow spell of a shared machine hits every configuration
+        for key, measure in runs.items():
+            rates[key].append(measure())
+        print(f"rep {rep}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in rates.items()), flush=True)
+    for key, values in rates.items():
+        note(key, statistics.median(values))
     if not args.skip_hier:
         h = hier(args.hier_ticks)
         print(f"hier_rnn: goal test/B/accuracy {h['goal']:.3f} (90% of locked's final)")

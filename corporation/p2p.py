@@ -29,6 +29,7 @@ MAX_DIMS = 6
 MIN_PACKET = 4096  # bytes: the smallest lockstep packet
 UNSET = -2  # a free-mode length buffer before its packet arrives (lengths are >= 0; -1 ends a run)
 HEADER = 11 + MAX_DIMS
+PACKET, OVERFLOW = 0, 1  # tags: the fixed-size packets (receives posted ahead) and a tick's overflow
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.bool,
           torch.uint8]
 
@@ -75,6 +76,7 @@ class P2PTransport(LocalTransport):
         self.ahead = 0  # ticks a worker may run ahead of its peers (set_ahead)
         self._unreceived = 0  # packets each peer has sent us that we have not yet received
         self._inflight: list[list[Any]] = []  # per tick: the sends (works and tensors) not yet known complete
+        self._posted: dict[int, list[tuple[torch.Tensor, Any]]] = {}  # per peer: pre-posted receives, oldest first
 
     def set_ahead(self, ticks: int) -> None:
         """Let this worker run ``ticks`` ahead of its peers: the packet of tick t is received at tick t + ticks.
@@ -114,12 +116,16 @@ class P2PTransport(LocalTransport):
             cap = self.capacity
             first = torch.zeros(cap, dtype=torch.uint8)
             first[:min(cap, packet.numel())] = packet[:cap]
-            works += [first, packet, dist.isend(first, peer)]
+            works += [first, packet, dist.isend(first, peer, tag=PACKET)]
             if packet.numel() > cap:
                 rest = packet[cap:].contiguous()
-                works += [rest, dist.isend(rest, peer)]
+                works += [rest, dist.isend(rest, peer, tag=OVERFLOW)]
             self.sent_items += len(items)
             items.clear()
+            # the receive of the peer's packet of this tick, posted now: gloo moves it in the background while
+            # this worker computes the next ticks, so taking it (ahead ticks later) rarely waits
+            buffer = torch.empty(self.capacity, dtype=torch.uint8)
+            self._posted.setdefault(peer, []).append((buffer, dist.irecv(buffer, peer, tag=PACKET)))
         self._inflight.append(works)
         self._unreceived += 1
         while self._unreceived > self.ahead:  # the packets of tick - ahead: due no earlier than next tick
@@ -131,12 +137,12 @@ class P2PTransport(LocalTransport):
     def _receive_packets(self) -> None:
         """One packet from every peer (the oldest not yet received)."""
         for peer in self.outgoing:
-            first = torch.empty(self.capacity, dtype=torch.uint8)
-            dist.recv(first, peer)
+            first, work = self._posted[peer].pop(0)
+            work.wait()
             total = int(first[:8].view(torch.int64)[0])
             if total > self.capacity:
                 rest = torch.empty(total - self.capacity, dtype=torch.uint8)
-                dist.recv(rest, peer)
+                dist.recv(rest, peer, tag=OVERFLOW)
                 first = torch.cat([first, rest])
             self._unpack(first[:total])
         self._unreceived -= 1
@@ -159,6 +165,7 @@ class P2PTransport(LocalTransport):
         """Checkpoints are taken between ticks with nothing in flight (run-ahead 0); sends are done."""
         state = self.__dict__.copy()
         state["_inflight"] = []
+        state["_posted"] = {}
         return state
 
     def _unpack(self, packet: torch.Tensor) -> None:
