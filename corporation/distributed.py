@@ -2,7 +2,10 @@
 
 Every worker builds the whole scenario from the same seed (the same generators, the same draws, so every
 agent's initial parameters are identical everywhere) and rebuilds the task as a data stream: inputs, labels
-and contexts never travel. Each worker then runs only its own components (:mod:`corporation.placement`);
+and contexts never travel. An environment (a ``paced`` task) steps on one worker only: the one holding the
+agents bound to it (:func:`corporation.placement.task_bound`); elsewhere its copy emits once and then waits
+for actions that never come, so it is never stepped (it is still built there: worker 0 evaluates on fresh
+environments). Each worker then runs only its own components (:mod:`corporation.placement`);
 messages and targets on cross-worker edges travel through :class:`~corporation.p2p.P2PTransport`.
 
 ``lockstep`` mode: each tick every worker does its agents' work, then exchanges that tick's cross-worker
@@ -51,9 +54,6 @@ DEFAULT_TIMEOUT = 60.0  # seconds a worker waits for a peer before the run is de
 def check_distributable(scenario: Scenario) -> None:
     """What the distributed engine cannot run yet, as one-line errors naming the key."""
     factory = TASKS.get(scenario.task.kind).factory
-    if getattr(factory, "paced", False):
-        raise ScenarioError(f"task '{scenario.task.kind}' is an environment: distributed runs take data-stream "
-                            "tasks only for now; run it with the local engine (engine.kind: local)", "engine.kind")
     if getattr(factory, "adaptive", False):
         raise ScenarioError(f"task '{scenario.task.kind}' adapts its stream to the scores (a curriculum), so it "
                             "cannot be rebuilt on every worker; run it with the local engine", "engine.kind")
@@ -77,7 +77,7 @@ class DistributedEngine(Engine):
     """The engine of one worker (rank) of a distributed run (module doc)."""
 
     def __init__(self, scenario: Scenario, placement: Placement, rank: int, device: str | None = None,
-                 checkpoints: bool = False):
+                 checkpoints: bool = False, nccl: bool = False):
         g = build_graph(scenario)
         world = placement.workers
         worker = placement.worker
@@ -107,6 +107,8 @@ class DistributedEngine(Engine):
         transport = (FreeP2PTransport(rank, world, channels, remote, devices, scenario.engine.max_drift) if free
                      else P2PTransport(rank, world, channels, remote, devices))
         transport.set_capacity(capacity)
+        if nccl and not free:  # every worker drives a GPU (backend())
+            transport.use_nccl(resolve_device(device or scenario.device))
         ahead = 0 if free else _run_ahead(scenario, worker)
         if ahead:
             transport.set_ahead(ahead)
@@ -264,22 +266,38 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def init_worker(rank: int, world: int, init_method: str, timeout: float = DEFAULT_TIMEOUT) -> None:
-    dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=world,
+def backend(devices: list[str | None]) -> str:
+    """The process group's backend for workers whose default devices are ``devices`` (one per worker):
+    ``cpu:gloo,cuda:nccl`` when every worker drives a GPU (lockstep packets then travel GPU to GPU by NCCL;
+    CPU tensors, e.g. the gathered metrics and free mode's packets, by gloo), else ``gloo``."""
+    if devices and all(d is not None and torch.device(d).type == "cuda" for d in devices):
+        return "cpu:gloo,cuda:nccl"
+    return "gloo"
+
+
+def init_worker(rank: int, world: int, init_method: str, timeout: float = DEFAULT_TIMEOUT,
+                device: str | None = None, kind: str = "gloo") -> None:
+    """Join the process group (``kind``: :func:`backend`); with NCCL, this worker's GPU is ``device``."""
+    if "nccl" in kind:
+        torch.cuda.set_device(torch.device(device))
+    dist.init_process_group(kind, init_method=init_method, rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=timeout))
 
 
 def _worker(rank: int, world: int, init_method: str, scenario: Scenario, placement: Placement, threads: int,
             lead: Any, timeout: float, follow: Any = None, restore: str | None = None) -> None:
     torch.set_num_threads(threads)
-    init_worker(rank, world, init_method, timeout)
+    device = worker_device(scenario, rank)
+    # every worker drives a GPU: the workers of a machine are alike, so each rank's own answer is everyone's
+    kind = backend([device] * world)
+    init_worker(rank, world, init_method, timeout, device, kind)
     try:
         if restore is not None:
             ckpt = torch.load(restore, map_location="cpu", weights_only=False)  # our own pickle
             engine = DistributedEngine.restore_worker(ckpt, scenario, rank)
         else:
-            engine = DistributedEngine(scenario, placement, rank, device=worker_device(scenario, rank),
-                                       checkpoints=True)
+            engine = DistributedEngine(scenario, placement, rank, device=device, checkpoints=True,
+                                       nccl="nccl" in kind)
         if rank == 0 and lead is not None:
             lead(engine)
         elif rank != 0 and follow is not None:

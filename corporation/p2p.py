@@ -10,8 +10,11 @@ is due at t + 1 at the earliest and has arrived by then (``lockstep``). Targets 
 they are exchanged before the tick's targets are polled.
 
 Header (int64, :data:`HEADER` entries): kind (0 message, 1 target), channel index, due tick, batch id,
-sent tick, start, end, window, has-reset, dtype code, ndim, then the shape (up to :data:`MAX_DIMS` dims).
-Payloads travel on the CPU with gloo (moved to the receiver's device by the receiving half).
+sent tick, start, end, window, has-reset, dtype code, ndim, then the shape (up to :data:`MAX_DIMS` dims);
+each payload (and a message's reset mask, one byte per row) is zero-padded to a multiple of 8 bytes.
+Payloads travel on the CPU with gloo, or, when every worker drives a GPU (the process group is then
+``cpu:gloo,cuda:nccl``), packets are built on the worker's GPU and travel by NCCL (:meth:`P2PTransport.use_nccl`);
+the receiving half moves them to its agent's device.
 """
 from __future__ import annotations
 
@@ -48,9 +51,9 @@ def _header(kind: Kind, channel: int, due: int, item: Message | GradientMessage)
     shape = list(h.shape) + [0] * (MAX_DIMS - h.dim())
     head = torch.tensor([0 if kind == "message" else 1, channel, due, *flags, DTYPES.index(h.dtype), h.dim(),
                          *shape], dtype=torch.int64)
-    payload = [h.contiguous().cpu()]
+    payload = [h.contiguous()]
     if reset is not None:
-        payload.append(reset.to(torch.uint8).cpu())
+        payload.append(reset.to(torch.uint8))
     return head, payload
 
 
@@ -77,12 +80,20 @@ class P2PTransport(LocalTransport):
         self._unreceived = 0  # packets each peer has sent us that we have not yet received
         self._inflight: list[list[Any]] = []  # per tick: the sends (works and tensors) not yet known complete
         self._posted: dict[int, list[tuple[torch.Tensor, Any]]] = {}  # per peer: pre-posted receives, oldest first
+        self.packet_device = torch.device("cpu")  # where packets live: the GPU when they travel by NCCL
+        self.tagged = True  # the backend matches messages by tag (gloo), so receives can be posted ahead
 
     def set_ahead(self, ticks: int) -> None:
         """Let this worker run ``ticks`` ahead of its peers: the packet of tick t is received at tick t + ticks.
         Safe when every cross-worker edge has latency >= ticks + 1 and back latency >= ticks (its items
         are then due no earlier than that); the same on every worker."""
         self.ahead = max(0, int(ticks))
+    def use_nccl(self, device: torch.device) -> None:
+        """Packets live on ``device`` (this worker's GPU) and travel by NCCL. NCCL has no tags, so a tick's
+        overflow could be taken for a later packet: receives are then posted when taken, not ahead."""
+        self.packet_device = torch.device(device)
+        self.tagged = False
+
     def set_capacity(self, nbytes: int) -> None:
         """The fixed size of a lockstep packet (both sides of every pair must use the same: derived from the
         scenario); larger ticks send a second message, so this only sets what one send covers."""
@@ -106,26 +117,27 @@ class P2PTransport(LocalTransport):
         started = time.perf_counter()
         works: list[Any] = []  # with the tensors being sent: they must live until their sends complete
         for peer, items in self.outgoing.items():
+            dev = self.packet_device
             parts = [torch.tensor([0, len(items)], dtype=torch.int64).view(torch.uint8)]
             for kind, channel, item, due in items:
                 head, payload = _header(kind, self.index[channel], due, item)
                 parts.append(head.view(torch.uint8))
-                parts += [p.reshape(-1).view(torch.uint8) for p in payload]
-            packet = torch.cat(parts)
-            packet[:8] = torch.tensor([packet.numel()], dtype=torch.int64).view(torch.uint8)
+                parts += [_padded(p.reshape(-1).view(torch.uint8)) for p in payload]
+            packet = torch.cat([p.to(dev) for p in parts])
+            packet[:8] = torch.tensor([packet.numel()], dtype=torch.int64).view(torch.uint8).to(dev)
             cap = self.capacity
-            first = torch.zeros(cap, dtype=torch.uint8)
+            first = torch.zeros(cap, dtype=torch.uint8, device=dev)
             first[:min(cap, packet.numel())] = packet[:cap]
-            works += [first, packet, dist.isend(first, peer, tag=PACKET)]
+            works += [first, packet, self._isend(first, peer, PACKET)]
             if packet.numel() > cap:
                 rest = packet[cap:].contiguous()
-                works += [rest, dist.isend(rest, peer, tag=OVERFLOW)]
+                works += [rest, self._isend(rest, peer, OVERFLOW)]
             self.sent_items += len(items)
             items.clear()
-            # the receive of the peer's packet of this tick, posted now: gloo moves it in the background while
-            # this worker computes the next ticks, so taking it (ahead ticks later) rarely waits
-            buffer = torch.empty(self.capacity, dtype=torch.uint8)
-            self._posted.setdefault(peer, []).append((buffer, dist.irecv(buffer, peer, tag=PACKET)))
+            if self.tagged:  # the receive of the peer's packet of this tick, posted now: gloo moves it in the
+                # background while this worker computes the next ticks, so taking it (ahead ticks later) rarely waits
+                buffer = torch.empty(cap, dtype=torch.uint8, device=dev)
+                self._posted.setdefault(peer, []).append((buffer, dist.irecv(buffer, peer, tag=PACKET)))
         self._inflight.append(works)
         self._unreceived += 1
         while self._unreceived > self.ahead:  # the packets of tick - ahead: due no earlier than next tick
@@ -136,16 +148,24 @@ class P2PTransport(LocalTransport):
 
     def _receive_packets(self) -> None:
         """One packet from every peer (the oldest not yet received)."""
+        dev = self.packet_device
         for peer in self.outgoing:
-            first, work = self._posted[peer].pop(0)
-            work.wait()
+            if self.tagged:
+                first, work = self._posted[peer].pop(0)
+                work.wait()
+            else:
+                first = torch.empty(self.capacity, dtype=torch.uint8, device=dev)
+                dist.recv(first, peer)
             total = int(first[:8].view(torch.int64)[0])
             if total > self.capacity:
-                rest = torch.empty(total - self.capacity, dtype=torch.uint8)
-                dist.recv(rest, peer, tag=OVERFLOW)
+                rest = torch.empty(total - self.capacity, dtype=torch.uint8, device=dev)
+                dist.recv(rest, peer, tag=OVERFLOW) if self.tagged else dist.recv(rest, peer)
                 first = torch.cat([first, rest])
             self._unpack(first[:total])
         self._unreceived -= 1
+
+    def _isend(self, tensor: torch.Tensor, peer: int, tag: int) -> Any:
+        return dist.isend(tensor, peer, tag=tag) if self.tagged else dist.isend(tensor, peer)
 
     @staticmethod
     def _wait(works: list[Any]) -> None:
@@ -180,7 +200,7 @@ class P2PTransport(LocalTransport):
             dt = DTYPES[dtype]
             n = math.prod(shape) * torch.empty((), dtype=dt).element_size()
             h = packet[at:at + n].clone().view(dt).reshape(shape)
-            at += n
+            at += _aligned(n)
             name = self.channels[channel]
             self.received_items += 1
             device = self.devices.get(("message" if kind_code == 0 else "target", name))
@@ -189,7 +209,7 @@ class P2PTransport(LocalTransport):
                 reset = None
                 if has_reset:
                     reset = packet[at:at + shape[0]].clone().bool()
-                    at += shape[0]
+                    at += _aligned(shape[0])
                     reset = reset if device is None else reset.to(device)
                 LocalTransport.post(self, "message", name, Message(batch_id, h, sent, bool(start), bool(end), reset,
                                                                    window), due)
@@ -293,6 +313,17 @@ class FreeP2PTransport(P2PTransport):
         for w, _ in self._pending_sends:
             w.wait()
         self._pending_sends.clear()
+
+
+def _aligned(n: int) -> int:
+    """``n`` bytes rounded up to a multiple of 8 (every header starts 8-byte aligned, to be read as int64)."""
+    return -(-n // 8) * 8
+
+
+def _padded(part: torch.Tensor) -> torch.Tensor:
+    """A payload's bytes padded with zeros to :func:`_aligned` length."""
+    pad = _aligned(part.numel()) - part.numel()
+    return torch.cat([part, part.new_zeros(pad)]) if pad else part
 
 
 def _cpu(item: Any) -> Any:

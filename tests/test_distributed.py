@@ -64,8 +64,11 @@ def test_placement_rules_are_validation_errors():
         plan(load(ROOT / "scenarios" / "ff_digits.yaml",
                   [*SHORT, "edges.1.interface.kind=backprop", "edges.1.latency=0", "engine.kind=distributed",
                    "engine.workers=2", "engine.placement={l1: 0, l2: 1}"]), 2)
-    with pytest.raises(ScenarioError, match="environment"):
-        plan(load(ROOT / "scenarios" / "cartpole.yaml", ["engine.kind=distributed", "engine.workers=2"]), 2)
+    with pytest.raises(ScenarioError, match=r"environment and runs on one worker: the agents bound to it "
+                                            r"\(control: 1, perception: 0\)"):
+        plan(load(ROOT / "scenarios" / "cartpole.yaml", ["edges.1.latency=1", "engine.kind=distributed",
+                                                         "engine.workers=2",
+                                                         "engine.placement={perception: 0, control: 1}"]), 2)
     with pytest.raises(ScenarioError, match="engine.placement.zz"):
         plan(load(ROOT / "scenarios" / "corporation.yaml", [*SHORT, "engine.kind=distributed",
                                                             "engine.workers=2", "engine.placement={zz: 1}"]), 2)
@@ -153,3 +156,48 @@ def test_workers_on_the_gpu_give_the_local_gpu_runs_metrics(tmp_path):
     for a, b in zip(want, got):
         for k, v in a.items():
             assert b[k] == pytest.approx(v, rel=1e-4, abs=1e-5), k
+
+
+def _relay_cartpole() -> dict:
+    """CartPole with an agent between perception and control that touches no task port (so it may run on
+    another worker); ``sense`` reads the observation and ``act`` acts: both are bound to the environment.
+    (Names in execution order: a latency-1 edge whose sender acts later in a tick would be a back edge,
+    never blocking, and its receiver would need the task's batch ids.)"""
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "scenarios" / "cartpole.yaml").read_text())
+    adam = raw["agents"]["perception"]["optimizer"]
+    raw["agents"] = {"a_sense": raw["agents"]["perception"], "c_act": raw["agents"]["control"],
+                     "b_relay": {"model": {"kind": "mlp", "out": 32, "activation": "tanh"}, "optimizer": adam}}
+    raw["edges"] = [{"src": "task.obs", "dst": "a_sense"}, {"src": "a_sense", "dst": "b_relay", "latency": 1},
+                    {"src": "b_relay", "dst": "c_act", "latency": 1}, {"src": "c_act", "dst": "task.act"}]
+    raw["task"].update(num_envs=4, test_episodes=2)
+    raw["train"] = {"ticks": 60, "eval_every": 30, "log_every": 20, "progress": False}
+    return raw
+
+
+def test_an_environment_runs_on_the_worker_of_its_agents_and_matches_the_local_engine(tmp_path):
+    from corporation import from_dict
+
+    raw = _relay_cartpole()
+    inferred = plan(from_dict({**raw, "engine": {"kind": "distributed", "workers": 2}}), 2)
+    assert inferred.worker["a_sense"] == inferred.worker["c_act"] != inferred.worker["b_relay"]
+    scenario = from_dict({**raw, "engine": {"kind": "distributed", "workers": 2,
+                                            "placement": {"b_relay": 0, "a_sense": 1, "c_act": 1}}})
+    local = _local_lines(from_dict(raw))
+    out = tmp_path / "lines.json"
+    launch(scenario, 2, functools.partial(_keep_lines, path=str(out)))
+    got = json.loads(out.read_text())
+    assert [r["tick"] for r in got] == [r["tick"] for r in local] == [20, 30, 40, 60]
+    assert local[-1]["train/env_steps"] > 0 and "test/episode_return" in local[-1]
+    for want, have in zip(local, got):
+        for k, v in want.items():
+            assert have[k] == pytest.approx(v, rel=1e-6, abs=1e-7), k
+
+
+def test_the_backend_is_nccl_only_when_every_worker_drives_a_gpu():
+    from corporation.distributed import backend
+
+    assert backend(["cuda:0", "cuda:1"]) == "cpu:gloo,cuda:nccl"
+    assert backend(["cuda:0", None]) == "gloo"
+    assert backend(["cpu", "cpu"]) == backend([None, None]) == "gloo"
