@@ -242,10 +242,13 @@ def _packet_bytes(scenario: Scenario, graph: Any, worker: dict[str, int]) -> int
     for e in scenario.edges:
         if is_port(e.src) or is_port(e.dst) or worker[e.src] == worker[e.dst]:
             continue
-        item = 8 * HEADER + 4 * rows * graph.msg_size[(e.src, e.dst)]
+        item = 8 * HEADER + 4 * rows * graph.msg_size[(e.src, e.dst)] + 8  # + alignment padding
         fwd, back = (worker[e.src], worker[e.dst]), (worker[e.dst], worker[e.src])
-        pair[fwd] = pair.get(fwd, 16) + item + rows
-        pair[back] = pair.get(back, 16) + item  # targets come a window at a time: the rest overflows
+        pair[fwd] = pair.get(fwd, 16) + item + rows + 8
+        # the receiver's update posts a target for every message of its window at once: room for them all (an
+        # overflow costs a second, blocking message; a bigger fixed packet costs less on a local link)
+        window = scenario.agents[e.dst].update.unroll
+        pair[back] = pair.get(back, 16) + item * window
     return max(pair.values(), default=0)
 
 
