@@ -16,7 +16,16 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .errors import ScenarioError
-from .feedback import DirectFeedback, OutputTap, tap
+from .feedback import (
+    DirectFeedback,
+    FeedbackAlignment,
+    LayerTap,
+    OutputTap,
+    aligned_feedback,
+    first_linear,
+    tap,
+    tap_layer,
+)
 from .guard import Diverged, first_nonfinite
 from .messages import GradientMessage
 from .optim import step_together
@@ -90,6 +99,41 @@ class Component:
             self._wire_mixed(a)
             self._wire_feedback(a)
         self.dfa = [o.sg for a in members for o in a.outboxes if isinstance(o.sg, DirectFeedback)]
+        # sg.kind fa in-edges: (member, channel, the tap on its first linear layer, that layer)
+        self.fa_in: list[tuple[Agent, str, LayerTap, torch.nn.Linear]] = []
+        for a in members:
+            self._wire_alignment(a)
+
+    def _wire_alignment(self, a: Agent) -> None:
+        """A receiver with an ``fa`` in-edge: tap its first linear layer (FA's delta and the layer's input)."""
+        for i in a.inboxes:
+            if not (i.dni and getattr(i.spec.interface.sg, "kind", None) == "fa"):
+                continue
+            layer = None if a.recurrent else first_linear(a.body)
+            if layer is None:
+                raise ScenarioError("sg.kind fa replaces the receiver's first linear layer in its backward pass: "
+                                    "the receiver needs a feed-forward model (mlp or linear)", f"agents.{a.name}.model")
+            if a.spec.update.unroll != 1:
+                raise ScenarioError("sg.kind fa needs a receiver updating every batch: set update.unroll 1",
+                                    f"agents.{a.name}.update.unroll")
+            if i.spec.latency != 0:
+                raise ScenarioError("sg.kind fa is locked backward (the receiver's backward pass of the same tick): "
+                                    "set latency: 0 (or use sg.kind mlp or dfa)", f"edges.{i.spec.key}.latency")
+            self.fa_in.append((a, i.spec.key, tap_layer(layer), layer))
+
+    def fill_alignment(self, senders: dict[str, FeedbackAlignment]) -> None:
+        """Before the backward pass (members last to first): each ``fa`` in-edge's g_hat, through the member's
+        backward with its first layer's weights replaced by the edge's fixed B (corporation/feedback.py)."""
+        w = self.window
+        for a, channel, layer_tap, layer in reversed(self.fa_in):
+            fa = senders.get(channel)
+            leaves = [leaf for leaf in w.leaves.get(a.name, []) if leaf.channel == channel]
+            terms = list(w.losses.get(a.name, [])) + [(h * g).sum() for h, g, _ in w.pairs.get(a.name, [])]
+            if fa is None or not leaves or not terms or layer_tap.out is None:
+                continue
+            objective = sum(terms)
+            for leaf in leaves:
+                fa.fill(leaf.batch_id, aligned_feedback(objective, layer_tap, leaf.h, fa.feedback(layer.weight.shape)))
 
     def _wire_feedback(self, a: Agent) -> None:
         """An output agent with a ``dfa`` in-edge: tap what it feeds each loss port (the output error)."""
@@ -331,6 +375,11 @@ def backward_together(components: list[Component], tick: int) -> None:
                 for batch_id in list(dfa.pending):
                     if batch_id in errors.get(dfa.port, {}):
                         dfa.fill(batch_id, errors[dfa.port][batch_id])
+    if any(c.fa_in for c in components):  # FA: top-down through the receivers, before the backward
+        senders = {o.channel: o.sg for c in components for a in c.members for o in a.outboxes
+                   if isinstance(o.sg, FeedbackAlignment)}
+        for c in reversed(components):
+            c.fill_alignment(senders)
     bad = first_nonfinite([x for _, (_, named, _, _) in prepared for x in named])
     if bad is not None:
         raise Diverged(tick, f"non-finite {bad}")

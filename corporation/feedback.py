@@ -1,7 +1,16 @@
-"""Direct Feedback Alignment as a synthesizer (``sg.kind: dfa``; Nøkland 2016, the unified view of
-Czarnecki et al. 2017): g_hat for a message h is the output error at a loss port mapped through a FIXED
-random matrix, g_hat = e R (e: the per-example gradient B * dL/d(output) at ``port``, shape (B, out);
-R: (out, h_size), drawn once from N(0, 1/out), never trained). It ignores h.
+"""Fixed random feedback as synthesizers (the unified view of Czarnecki et al. 2017, sec. 5).
+
+``sg.kind: dfa`` (Direct Feedback Alignment, Nøkland 2016): g_hat for a message h is the output error at a
+loss port mapped through a FIXED random matrix, g_hat = e R (e: the per-example gradient B * dL/d(output) at
+``port``, shape (B, out); R: (out, h_size), drawn once from N(0, 1/out), never trained). It ignores h.
+
+``sg.kind: fa`` (Feedback Alignment, Lillicrap et al. 2016): the receiver's backward pass to its input with
+its first layer's weights W replaced by a FIXED random matrix B of the same shape: g_hat = delta B[:, h's
+columns] (delta: dL/da of the receiver's first linear layer a = x W^T + b, batch mean, shape (B, units); B:
+(units, in), drawn once from N(0, 1/in), never trained; x: the receiver's whole input). The receiver's own
+weights still get their true gradient. delta includes what the receiver's own out-edges feed back (its
+g_hats, filled first: the feedback runs top-down through the chain within the tick), so FA is locked in
+the backward direction like backprop: the edge needs latency 0, and sender and receiver the same clock.
 
 The error of batch k exists only once the agent feeding ``port`` has scored batch k, so the sender's g_hat
 is a placeholder filled just before the backward pass of the tick (:func:`fill_feedback`, called by
@@ -15,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .interfaces import Stats
@@ -85,6 +95,90 @@ class DirectFeedback(nn.Module):
         pred = g * (g.shape[0] / self.params.scale) if self.params.scale else g
         loss = ((pred - target) ** 2).sum() / g.shape[0]
         self.stats.add(loss, pred, target, 0)
+
+
+@dataclass
+class FAParams:
+    """``scale`` multiplies g_hat."""
+
+    kind: str = "fa"
+    scale: float = 1.0
+
+    def check(self, path: str) -> None:
+        positive(self.scale, path, "scale", allow_zero=True)
+
+
+@SYNTHESIZERS.register("fa", FAParams)
+class FeedbackAlignment(nn.Module):
+    """g_hat = delta B, B fixed random (a buffer); the receiver's component fills it (module doc)."""
+
+    def __init__(self, params: FAParams, h_size: int, context_size: int, generator: torch.Generator,
+                 device: torch.device, optimizer: OptimizerSpec):
+        super().__init__()
+        self.params = params
+        self.h_size = h_size
+        self.seed = int(torch.randint(0, 2**62, (), generator=generator))  # B is drawn once its shape is known
+        self.device = device
+        self.register_buffer("B", torch.zeros(0, 0, device=device))
+        self.pending: dict[int, torch.Tensor] = {}  # batch id -> the placeholder g_hat (batch mean) applied
+        self.stats = Stats(device)
+
+    predict = DirectFeedback.predict
+    train_on = DirectFeedback.train_on
+
+    def feedback(self, shape: torch.Size) -> torch.Tensor:
+        """B, of the receiver's first-layer weight ``shape`` (units, in)."""
+        if self.B.shape != shape:
+            gen = torch.Generator().manual_seed(self.seed)
+            self.B = (torch.randn(*shape, generator=gen) / shape[1] ** 0.5).to(self.device)
+        return self.B
+
+    def fill(self, batch_id: int, g: torch.Tensor) -> None:
+        """The feedback for batch ``batch_id``'s message: ``g`` (B, h_size), batch mean, times ``scale``."""
+        placeholder = self.pending.get(batch_id)
+        if placeholder is not None:
+            with torch.no_grad():
+                placeholder.copy_(g * self.params.scale)
+
+
+class LayerTap:
+    """A forward hook keeping the last input and output of a layer (picklable: they are not kept)."""
+
+    def __init__(self) -> None:
+        self.inp: torch.Tensor | None = None
+        self.out: torch.Tensor | None = None
+
+    def __getstate__(self) -> dict:
+        return {"inp": None, "out": None}
+
+    def __call__(self, module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        self.inp, self.out = args[0], out
+
+
+def first_linear(body: nn.Module) -> nn.Linear | None:
+    """The first ``nn.Linear`` of a body (its input is the agent's whole input), if any."""
+    return next((m for m in body.modules() if isinstance(m, nn.Linear)), None)
+
+
+def tap_layer(module: nn.Linear) -> LayerTap:
+    """Install (once) and return the input/output tap of ``module``."""
+    existing = getattr(module, "_layer_tap", None)
+    if existing is None:
+        existing = module._layer_tap = LayerTap()
+        module.register_forward_hook(existing)
+    return existing
+
+
+def aligned_feedback(objective: torch.Tensor, tap: LayerTap, leaf: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """FA's g_hat for ``leaf`` (one of the receiver's inputs, shape (B, h)): delta = d objective / da at the
+    tapped layer, then the gradient of <delta, x B^T> with respect to ``leaf`` (= delta B restricted to the
+    leaf's columns of x, however the receiver concatenates its inputs). Graphs are kept for the backward pass."""
+    (delta,) = torch.autograd.grad(objective, tap.out, retain_graph=True, allow_unused=True)
+    if delta is None:
+        return torch.zeros_like(leaf)
+    (g,) = torch.autograd.grad((delta.detach() * F.linear(tap.inp, B)).sum(), leaf, retain_graph=True,
+                               allow_unused=True)
+    return torch.zeros_like(leaf) if g is None else g.detach()
 
 
 class OutputTap:

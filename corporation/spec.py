@@ -175,9 +175,9 @@ class StateSpec:
         positive(self.aux_weight, path, "aux_weight", allow_zero=True)
         if self.aux and self.kind != "dni":
             raise ScenarioError("DNI + Aux needs kind: dni", f"{path}.aux")
-        if getattr(self.sg, "kind", "mlp") == "dfa":
-            raise ScenarioError("a state M cannot be kind: dfa (it feeds an output error back to edges); use mlp",
-                                f"{path}.sg.kind")
+        if getattr(self.sg, "kind", "mlp") in ("dfa", "fa"):
+            raise ScenarioError(f"a state M cannot be kind: {self.sg.kind} (fixed random feedback is for edges); "
+                                "use mlp", f"{path}.sg.kind")
 
 
 @dataclass
