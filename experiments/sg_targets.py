@@ -14,6 +14,12 @@ Unconditioned DNI with M = 2 hidden layers of 256 (as feedforward.md), varied on
   m_lr_1e-4         sg.optimizer adam 1e-4 (M slower than the layers)
   dfa               sg.kind dfa (Direct Feedback Alignment: the output error through a fixed random matrix)
   bp_lambda_0.5     interface.kind bp_lambda, lam 0.5 (half true, half synthetic gradient)
+  bp_lambda_0.9     interface.kind bp_lambda, lam 0.9
+
+combinations (screened on Fashion-MNIST at 3 layers: can the r2-scaled sender step close the gap to backprop?):
+
+  sender_r2_lambda_0.5     sender_r2 with sg.target lambda, lam 0.5 (a target that reaches back to the loss)
+  sender_r2_normalize      sender_r2 with sg.normalize (M's best fit of its targets: a larger r2, so larger steps)
 
 plus the references no_backprop / backprop / cdni. Each row also reports M's r2 and cosine against its own
 target at the end (mean over edges). Results: ``--json`` (reused on reruns) and ``--out`` (Markdown).
@@ -56,6 +62,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "dfa": {"kind": "dni", "sg": {"kind": "dfa"}, "context": None},
     "bp_lambda_0.5": {"kind": "bp_lambda", "lam": 0.5, "sg": dict(DNI_M), "context": None},
     "bp_lambda_0.9": {"kind": "bp_lambda", "lam": 0.9, "sg": dict(DNI_M), "context": None},
+    "sender_r2_lambda_0.5": {"kind": "dni", "sg": {**DNI_M, "sender_step": "r2", "target": "lambda", "lam": 0.5},
+                             "context": None},
+    "sender_r2_normalize": {"kind": "dni", "sg": {**DNI_M, "sender_step": "r2", "normalize": True}, "context": None},
 }
 
 
