@@ -13,6 +13,8 @@ Unconditioned DNI with M = 2 hidden layers of 256 (as feedforward.md), varied on
   sender_r2         sg.sender_step r2 (a g_hat-only sender's lr times clamp(M's running r2, 0, 1))
   m_lr_1e-4         sg.optimizer adam 1e-4 (M slower than the layers)
   dfa               sg.kind dfa (Direct Feedback Alignment: the output error through a fixed random matrix)
+  fa                sg.kind fa (Feedback Alignment: the receiver's backward, its first layer's W replaced by a
+                    fixed random B; locked backward)
   bp_lambda_0.5     interface.kind bp_lambda, lam 0.5 (half true, half synthetic gradient)
   bp_lambda_0.9     interface.kind bp_lambda, lam 0.9
 
@@ -60,6 +62,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "sender_r2": {"kind": "dni", "sg": {**DNI_M, "sender_step": "r2"}, "context": None},
     "m_lr_1e-4": {"kind": "dni", "sg": {**DNI_M, "optimizer": {"kind": "adam", "lr": 1e-4}}, "context": None},
     "dfa": {"kind": "dni", "sg": {"kind": "dfa"}, "context": None},
+    "fa": {"kind": "dni", "sg": {"kind": "fa"}, "context": None},
     "bp_lambda_0.5": {"kind": "bp_lambda", "lam": 0.5, "sg": dict(DNI_M), "context": None},
     "bp_lambda_0.9": {"kind": "bp_lambda", "lam": 0.9, "sg": dict(DNI_M), "context": None},
     "sender_r2_lambda_0.5": {"kind": "dni", "sg": {**DNI_M, "sender_step": "r2", "target": "lambda", "lam": 0.5},
