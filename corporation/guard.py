@@ -16,6 +16,10 @@ class Diverged(RuntimeError):
         self.what = what
         super().__init__(f"diverged at tick {tick}: {what}")
 
+    def __reduce__(self) -> tuple:
+        """Picklable (raised in a worker process, it reaches the parent whole)."""
+        return (Diverged, (self.tick, self.what))
+
 
 def first_nonfinite(named: list[tuple[str, torch.Tensor]]) -> str | None:
     """The name of the first tensor holding a NaN or an infinity, else None (one sync for all of them).

@@ -58,3 +58,14 @@ def test_cosine_matches_torch_and_the_guard_tells_overflow_from_nan():
     bad[2] = float("nan")
     assert first_nonfinite([("big", big), ("bad", bad)]) == "bad"
     assert first_nonfinite([("inf", torch.tensor([1.0, float("-inf")]))]) == "inf"
+
+
+def test_a_divergence_survives_pickling() -> None:
+    """Raised in a worker process (a process pool, a distributed worker), it reaches the parent whole."""
+    import pickle
+
+    from corporation.guard import Diverged
+
+    err = pickle.loads(pickle.dumps(Diverged(12, "non-finite loss of agent 'A'")))
+    assert (err.tick, err.what, str(err)) == (12, "non-finite loss of agent 'A'",
+                                              "diverged at tick 12: non-finite loss of agent 'A'")
