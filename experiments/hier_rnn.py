@@ -36,6 +36,21 @@ EVAL_EVERY = {2: 250, 4: 2500, 8: 10000}
 MODES = {"dni": [], "locked": ["interface.kind=backprop"]}
 ABLATIONS = {"dni_nocontext": ["interface.context=null"],
              "dni_unrollT2": lambda T: [f"agents.A.update.unroll={T * T}"]}
+# issue 14: DNI variants built only from existing scenario options (docs/results/hier_rnn_sg.md); run them with
+# --modes NAME ... (they are applied after the clock overrides, at any T)
+VARIANTS = {
+    "dni_normalize": ["interface.sg.normalize=true"],
+    "dni_clip_error": ["interface.sg.clip_error=0.02"],
+    "dni_clip": ["interface.sg.clip=0.05"],
+    "dni_scale0.2": ["interface.sg.scale=0.2"],
+    "dni_m_lr1e-3": ["interface.sg.optimizer={kind: adam, lr: 1.0e-3}"],
+    "dni_m_sgd": ["interface.sg.optimizer={kind: sgd, lr: 0.1}"],
+    "dni_warmup": ["interface.sg.warmup=5000"],
+    "dni_wd": ["agents.A.optimizer.weight_decay=1.0e-4"],
+    "dni_wd1e-3": ["agents.A.optimizer.weight_decay=1.0e-3"],
+    "dni_m_mlp": ["interface.sg.hidden=2", "interface.sg.width=256", "interface.sg.batchnorm=true"],
+    "dni_prob": ["agents.A.update.prob=0.5"],
+}
 FINAL_EVALS = 3  # "final" accuracy = mean of the last 3 evaluations (one evaluation is noisy)
 A_LEVEL = 0.9  # "A learned": the tick of the first evaluation with test/A/accuracy >= 0.9
 
@@ -47,7 +62,7 @@ def clock_overrides(T: int) -> list[str]:
 
 
 def mode_overrides(mode: str, T: int) -> list[str]:
-    extra = MODES.get(mode) if mode in MODES else ABLATIONS[mode]
+    extra = MODES[mode] if mode in MODES else ABLATIONS[mode] if mode in ABLATIONS else VARIANTS[mode]
     return list(extra(T) if callable(extra) else extra)
 
 
@@ -130,7 +145,7 @@ def summarize(results: list[dict], costs: dict[int, dict] | None = None) -> tupl
         by.setdefault((r["T"], r["mode"]), []).append(r)
     target = {T: 0.9 * mean(final(r["curve"], "test/B/accuracy") for r in rs)
               for (T, mode), rs in by.items() if mode == "locked"}
-    order = [*MODES, *ABLATIONS]
+    order = [*MODES, *ABLATIONS, *VARIANTS]
     for (T, mode), rs in sorted(by.items(), key=lambda kv: (kv[0][0], order.index(kv[0][1]))):
         reach = [first_reach(r["curve"], "test/B/accuracy", target[T]) for r in rs] if T in target else []
         hit = [x for x in reach if x[0] is not None]
@@ -144,6 +159,8 @@ def summarize(results: list[dict], costs: dict[int, dict] | None = None) -> tupl
             "A_updates": mean(r["curve"][-1]["train/A/updates"] for r in rs),
             "cosine": mean(final(r["curve"], "sg/A-B/cosine") for r in rs) if "sg/A-B/cosine" in rs[0]["curve"][-1]
             else None,
+            "r2": mean(final(r["curve"], "sg/A-B/r2") for r in rs) if "sg/A-B/r2" in rs[0]["curve"][-1] else None,
+            "A_seeds": [round(final(r["curve"], "test/A/accuracy"), 3) for r in rs],
             "reached": f"{len(hit)}/{len(rs)}", "target": target.get(T),
             "reach_ticks": mean(h[0] for h in hit) if hit else None,
             "reach_s": mean(h[1] for h in hit) if hit else None,
@@ -159,7 +176,7 @@ def summarize(results: list[dict], costs: dict[int, dict] | None = None) -> tupl
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| T | mode | seeds | ticks | A acc | A >= 0.9 at tick | B acc (per seed) | B mae | A updates | M cosine | "
+    head = ("| T | mode | seeds | ticks | A acc (per seed) | A >= 0.9 at tick | B acc (per seed) | B mae | A updates | M r2 | M cosine | "
             "90% of locked B | reached | ticks to reach | CPU ms/tick | CPU s to reach | wall s to reach | "
             "wall s total |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -171,8 +188,10 @@ def table(rows: list[dict]) -> str:
         seeds = ", ".join(f"{b:.3f}" for b in r["B_seeds"])
         a_tick, a_n = r["a_reach"]
         a_reach = "never" if a_tick is None else f"{a_tick:.0f}" + (f" ({a_n}/{r['seeds']})" if a_n < r["seeds"] else "")
-        lines.append(f"| {r['T']} | {r['mode']} | {r['seeds']} | {r['ticks']} | {r['A']:.3f} | {a_reach} | {r['B']:.3f} "
-                     f"({seeds}) | {r['B_mae']:.2f} | {r['A_updates']:.0f} | {f(r['cosine'], '.2f')} | "
+        a_seeds = ", ".join(f"{a:.3f}" for a in r["A_seeds"])
+        lines.append(f"| {r['T']} | {r['mode']} | {r['seeds']} | {r['ticks']} | {r['A']:.3f} ({a_seeds}) | {a_reach} | "
+                     f"{r['B']:.3f} ({seeds}) | {r['B_mae']:.2f} | {r['A_updates']:.0f} | {f(r['r2'], '.2f')} | "
+                     f"{f(r['cosine'], '.2f')} | "
                      f"{f(r['target'], '.3f')} | {r['reached']} | {f(r['reach_ticks'], '.0f')} | "
                      f"{f(r['cpu_ms'], '.2f')} | {f(r['reach_cpu_s'], '.1f')} | {f(r['reach_s'], '.1f')} | "
                      f"{r['train_s']:.1f} |")
