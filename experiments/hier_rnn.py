@@ -50,6 +50,15 @@ VARIANTS = {
     "dni_wd1e-3": ["agents.A.optimizer.weight_decay=1.0e-3"],
     "dni_m_mlp": ["interface.sg.hidden=2", "interface.sg.width=256", "interface.sg.batchnorm=true"],
     "dni_prob": ["agents.A.update.prob=0.5"],
+    # round 2: combinations of the screen's best (normalize, A's weight decay)
+    "dni_norm_wd": ["interface.sg.normalize=true", "agents.A.optimizer.weight_decay=1.0e-4"],
+    "dni_norm_wd_mlr": ["interface.sg.normalize=true", "agents.A.optimizer.weight_decay=1.0e-4",
+                        "interface.sg.optimizer={kind: adam, lr: 1.0e-3}"],
+    "dni_norm_wd_unroll2T": lambda T: ["interface.sg.normalize=true", "agents.A.optimizer.weight_decay=1.0e-4",
+                                       f"agents.A.update.unroll={2 * T}"],
+    "dni_norm_unrollT2": lambda T: ["interface.sg.normalize=true", f"agents.A.update.unroll={T * T}"],
+    "dni_norm_wd_unrollT2": lambda T: ["interface.sg.normalize=true", "agents.A.optimizer.weight_decay=1.0e-4",
+                                       f"agents.A.update.unroll={T * T}"],
 }
 FINAL_EVALS = 3  # "final" accuracy = mean of the last 3 evaluations (one evaluation is noisy)
 A_LEVEL = 0.9  # "A learned": the tick of the first evaluation with test/A/accuracy >= 0.9
