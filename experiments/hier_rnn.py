@@ -84,12 +84,18 @@ def train_one(T: int, mode: str, seed: int, ticks: int, eval_every: int) -> dict
     from corporation import Engine, load
 
     overrides = clock_overrides(T) + mode_overrides(mode, T) + [f"seed={seed}", "device=cpu"]
+    from corporation.guard import Diverged
+
     engine = Engine(load(SCENARIO, overrides))
     curve, train_s = [], 0.0
     while engine.tick < ticks:
         start = time.perf_counter()
-        for _ in range(eval_every):
-            engine.step()
+        try:
+            for _ in range(eval_every):
+                engine.step()
+        except Diverged as e:  # keep the curve so far (a Diverged does not cross a process pool's pickling)
+            return {"T": T, "mode": mode, "seed": seed, "ticks": ticks, "overrides": overrides, "curve": curve,
+                    "diverged": str(e)}
         train_s += time.perf_counter() - start
         record = {"tick": engine.tick, "train_s": round(train_s, 3), **engine.collect(), **engine.evaluate()}
         curve.append({k: v for k, v in record.items() if isinstance(v, (int, float))})
@@ -127,6 +133,8 @@ def run_path(runs: Path, T: int, mode: str, seed: int) -> Path:
 def _job(args: tuple) -> str:
     runs, T, mode, seed, ticks, every = args
     result = json_cached(run_path(Path(runs), T, mode, seed), lambda: train_one(T, mode, seed, ticks, every))
+    if "diverged" in result:
+        return f"T={T} {mode:<13} seed {seed}: {result['diverged']}"
     last = result["curve"][-1]
     return (f"T={T} {mode:<13} seed {seed}: A {last['test/A/accuracy']:.3f} B {last['test/B/accuracy']:.3f} "
             f"({last['train_s']:.0f} s)")
