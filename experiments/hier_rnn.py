@@ -237,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="also run the T=4 ablations (dni_nocontext, dni_unrollT2)")
     p.add_argument("--ticks", type=int, help="ticks per run (default: 30k / 50k / 200k for T = 2 / 4 / 8)")
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--summary-only", action="store_true",
+                   help="train nothing and measure no timing: summarise the runs of the grid already under --runs")
     p.add_argument("--runs", default=str(ROOT / "runs" / "hier_rnn_grid"))
     p.add_argument("--out", default=str(ROOT / "docs" / "results"))
     args = p.parse_args(argv)
@@ -249,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
         grid += [(4, m, s) for m in ABLATIONS for s in args.seeds]
     jobs = [(str(runs), T, m, s, args.ticks or TICKS.get(T, 50000), EVAL_EVERY.get(T, 2500))
             for T, m, s in grid if not run_path(runs, T, m, s).exists()]
+    if args.summary_only:
+        grid = [(T, m, s) for T, m, s in grid if run_path(runs, T, m, s).exists()]
+        jobs = []
     print(f"{len(grid)} runs, {len(grid) - len(jobs)} already done; {len(jobs)} to go, {args.jobs} at a time",
           flush=True)
     if jobs:
@@ -256,8 +261,11 @@ def main(argv: list[str] | None = None) -> int:
             for line in pool.map(_job, jobs):
                 print(line, flush=True)
     results = [json.loads(run_path(runs, T, m, s).read_text()) for T, m, s in grid]
+    for r in [r for r in results if "diverged" in r]:
+        print(f"T={r['T']} {r['mode']} seed {r['seed']}: {r['diverged']} (left out of the table)", flush=True)
+    results = [r for r in results if "diverged" not in r and r["curve"]]
     costs = {}
-    if set(MODES) <= set(args.modes):
+    if set(MODES) <= set(args.modes) and not args.summary_only:
         for T in args.T:
             costs[T] = json_cached(runs / f"timing-T{T}.json", lambda T=T: timing(T))
             print(f"T={T} per-tick cost (interleaved, median): " + ", ".join(
