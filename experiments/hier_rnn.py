@@ -11,6 +11,7 @@ background load) and the summary table and plot are written. Single-threaded run
 Modes: ``dni`` (the scenario's default: cDNI on A -> B, A updates every T ticks), ``locked``
 (interface.kind=backprop: A and B are one locked component, updated every T² ticks), and T=4 ablations:
 ``dni_nocontext`` (M without B's label), ``dni_unrollT2`` (DNI, but A updates only every T² ticks).
+``VARIANTS``: issue 14's DNI variants from existing scenario options (``--modes NAME``; docs/results/hier_rnn_sg.md).
 """
 from __future__ import annotations
 
