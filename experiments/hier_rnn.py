@@ -11,6 +11,7 @@ background load) and the summary table and plot are written. Single-threaded run
 Modes: ``dni`` (the scenario's default: cDNI on A -> B, A updates every T ticks), ``locked``
 (interface.kind=backprop: A and B are one locked component, updated every T² ticks), and T=4 ablations:
 ``dni_nocontext`` (M without B's label), ``dni_unrollT2`` (DNI, but A updates only every T² ticks).
+``VARIANTS``: issue 14's DNI variants from existing scenario options (``--modes NAME``; docs/results/hier_rnn_sg.md).
 """
 from __future__ import annotations
 
@@ -36,6 +37,30 @@ EVAL_EVERY = {2: 250, 4: 2500, 8: 10000}
 MODES = {"dni": [], "locked": ["interface.kind=backprop"]}
 ABLATIONS = {"dni_nocontext": ["interface.context=null"],
              "dni_unrollT2": lambda T: [f"agents.A.update.unroll={T * T}"]}
+# issue 14: DNI variants built only from existing scenario options (docs/results/hier_rnn_sg.md); run them with
+# --modes NAME ... (they are applied after the clock overrides, at any T)
+VARIANTS = {
+    "dni_normalize": ["interface.sg.normalize=true"],
+    "dni_clip_error": ["interface.sg.clip_error=0.02"],
+    "dni_clip": ["interface.sg.clip=0.05"],
+    "dni_scale0.2": ["interface.sg.scale=0.2"],
+    "dni_m_lr1e-3": ["interface.sg.optimizer={kind: adam, lr: 1.0e-3}"],
+    "dni_m_sgd": ["interface.sg.optimizer={kind: sgd, lr: 0.1}"],
+    "dni_warmup": ["interface.sg.warmup=5000"],
+    "dni_wd": ["agents.A.optimizer.weight_decay=1.0e-4"],
+    "dni_wd1e-3": ["agents.A.optimizer.weight_decay=1.0e-3"],
+    "dni_m_mlp": ["interface.sg.hidden=2", "interface.sg.width=256", "interface.sg.batchnorm=true"],
+    "dni_prob": ["agents.A.update.prob=0.5"],
+    # round 2: combinations of the screen's best (normalize, A's weight decay)
+    "dni_norm_wd": ["interface.sg.normalize=true", "agents.A.optimizer.weight_decay=1.0e-4"],
+    "dni_norm_wd_mlr": ["interface.sg.normalize=true", "agents.A.optimizer.weight_decay=1.0e-4",
+                        "interface.sg.optimizer={kind: adam, lr: 1.0e-3}"],
+    "dni_norm_wd_unroll2T": lambda T: ["interface.sg.normalize=true", "agents.A.optimizer.weight_decay=1.0e-4",
+                                       f"agents.A.update.unroll={2 * T}"],
+    "dni_norm_unrollT2": lambda T: ["interface.sg.normalize=true", f"agents.A.update.unroll={T * T}"],
+    "dni_norm_wd_unrollT2": lambda T: ["interface.sg.normalize=true", "agents.A.optimizer.weight_decay=1.0e-4",
+                                       f"agents.A.update.unroll={T * T}"],
+}
 FINAL_EVALS = 3  # "final" accuracy = mean of the last 3 evaluations (one evaluation is noisy)
 A_LEVEL = 0.9  # "A learned": the tick of the first evaluation with test/A/accuracy >= 0.9
 
@@ -47,7 +72,7 @@ def clock_overrides(T: int) -> list[str]:
 
 
 def mode_overrides(mode: str, T: int) -> list[str]:
-    extra = MODES.get(mode) if mode in MODES else ABLATIONS[mode]
+    extra = MODES[mode] if mode in MODES else ABLATIONS[mode] if mode in ABLATIONS else VARIANTS[mode]
     return list(extra(T) if callable(extra) else extra)
 
 
@@ -60,12 +85,18 @@ def train_one(T: int, mode: str, seed: int, ticks: int, eval_every: int) -> dict
     from corporation import Engine, load
 
     overrides = clock_overrides(T) + mode_overrides(mode, T) + [f"seed={seed}", "device=cpu"]
+    from corporation.guard import Diverged
+
     engine = Engine(load(SCENARIO, overrides))
     curve, train_s = [], 0.0
     while engine.tick < ticks:
         start = time.perf_counter()
-        for _ in range(eval_every):
-            engine.step()
+        try:
+            for _ in range(eval_every):
+                engine.step()
+        except Diverged as e:  # keep the curve so far (a Diverged does not cross a process pool's pickling)
+            return {"T": T, "mode": mode, "seed": seed, "ticks": ticks, "overrides": overrides, "curve": curve,
+                    "diverged": str(e)}
         train_s += time.perf_counter() - start
         record = {"tick": engine.tick, "train_s": round(train_s, 3), **engine.collect(), **engine.evaluate()}
         curve.append({k: v for k, v in record.items() if isinstance(v, (int, float))})
@@ -103,6 +134,8 @@ def run_path(runs: Path, T: int, mode: str, seed: int) -> Path:
 def _job(args: tuple) -> str:
     runs, T, mode, seed, ticks, every = args
     result = json_cached(run_path(Path(runs), T, mode, seed), lambda: train_one(T, mode, seed, ticks, every))
+    if "diverged" in result:
+        return f"T={T} {mode:<13} seed {seed}: {result['diverged']}"
     last = result["curve"][-1]
     return (f"T={T} {mode:<13} seed {seed}: A {last['test/A/accuracy']:.3f} B {last['test/B/accuracy']:.3f} "
             f"({last['train_s']:.0f} s)")
@@ -130,7 +163,7 @@ def summarize(results: list[dict], costs: dict[int, dict] | None = None) -> tupl
         by.setdefault((r["T"], r["mode"]), []).append(r)
     target = {T: 0.9 * mean(final(r["curve"], "test/B/accuracy") for r in rs)
               for (T, mode), rs in by.items() if mode == "locked"}
-    order = [*MODES, *ABLATIONS]
+    order = [*MODES, *ABLATIONS, *VARIANTS]
     for (T, mode), rs in sorted(by.items(), key=lambda kv: (kv[0][0], order.index(kv[0][1]))):
         reach = [first_reach(r["curve"], "test/B/accuracy", target[T]) for r in rs] if T in target else []
         hit = [x for x in reach if x[0] is not None]
@@ -144,6 +177,8 @@ def summarize(results: list[dict], costs: dict[int, dict] | None = None) -> tupl
             "A_updates": mean(r["curve"][-1]["train/A/updates"] for r in rs),
             "cosine": mean(final(r["curve"], "sg/A-B/cosine") for r in rs) if "sg/A-B/cosine" in rs[0]["curve"][-1]
             else None,
+            "r2": mean(final(r["curve"], "sg/A-B/r2") for r in rs) if "sg/A-B/r2" in rs[0]["curve"][-1] else None,
+            "A_seeds": [round(final(r["curve"], "test/A/accuracy"), 3) for r in rs],
             "reached": f"{len(hit)}/{len(rs)}", "target": target.get(T),
             "reach_ticks": mean(h[0] for h in hit) if hit else None,
             "reach_s": mean(h[1] for h in hit) if hit else None,
@@ -159,7 +194,7 @@ def summarize(results: list[dict], costs: dict[int, dict] | None = None) -> tupl
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| T | mode | seeds | ticks | A acc | A >= 0.9 at tick | B acc (per seed) | B mae | A updates | M cosine | "
+    head = ("| T | mode | seeds | ticks | A acc (per seed) | A >= 0.9 at tick | B acc (per seed) | B mae | A updates | M r2 | M cosine | "
             "90% of locked B | reached | ticks to reach | CPU ms/tick | CPU s to reach | wall s to reach | "
             "wall s total |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -171,8 +206,10 @@ def table(rows: list[dict]) -> str:
         seeds = ", ".join(f"{b:.3f}" for b in r["B_seeds"])
         a_tick, a_n = r["a_reach"]
         a_reach = "never" if a_tick is None else f"{a_tick:.0f}" + (f" ({a_n}/{r['seeds']})" if a_n < r["seeds"] else "")
-        lines.append(f"| {r['T']} | {r['mode']} | {r['seeds']} | {r['ticks']} | {r['A']:.3f} | {a_reach} | {r['B']:.3f} "
-                     f"({seeds}) | {r['B_mae']:.2f} | {r['A_updates']:.0f} | {f(r['cosine'], '.2f')} | "
+        a_seeds = ", ".join(f"{a:.3f}" for a in r["A_seeds"])
+        lines.append(f"| {r['T']} | {r['mode']} | {r['seeds']} | {r['ticks']} | {r['A']:.3f} ({a_seeds}) | {a_reach} | "
+                     f"{r['B']:.3f} ({seeds}) | {r['B_mae']:.2f} | {r['A_updates']:.0f} | {f(r['r2'], '.2f')} | "
+                     f"{f(r['cosine'], '.2f')} | "
                      f"{f(r['target'], '.3f')} | {r['reached']} | {f(r['reach_ticks'], '.0f')} | "
                      f"{f(r['cpu_ms'], '.2f')} | {f(r['reach_cpu_s'], '.1f')} | {f(r['reach_s'], '.1f')} | "
                      f"{r['train_s']:.1f} |")
@@ -201,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="also run the T=4 ablations (dni_nocontext, dni_unrollT2)")
     p.add_argument("--ticks", type=int, help="ticks per run (default: 30k / 50k / 200k for T = 2 / 4 / 8)")
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--summary-only", action="store_true",
+                   help="train nothing and measure no timing: summarise the runs of the grid already under --runs")
     p.add_argument("--runs", default=str(ROOT / "runs" / "hier_rnn_grid"))
     p.add_argument("--out", default=str(ROOT / "docs" / "results"))
     args = p.parse_args(argv)
@@ -213,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
         grid += [(4, m, s) for m in ABLATIONS for s in args.seeds]
     jobs = [(str(runs), T, m, s, args.ticks or TICKS.get(T, 50000), EVAL_EVERY.get(T, 2500))
             for T, m, s in grid if not run_path(runs, T, m, s).exists()]
+    if args.summary_only:
+        grid = [(T, m, s) for T, m, s in grid if run_path(runs, T, m, s).exists()]
+        jobs = []
     print(f"{len(grid)} runs, {len(grid) - len(jobs)} already done; {len(jobs)} to go, {args.jobs} at a time",
           flush=True)
     if jobs:
@@ -220,8 +262,11 @@ def main(argv: list[str] | None = None) -> int:
             for line in pool.map(_job, jobs):
                 print(line, flush=True)
     results = [json.loads(run_path(runs, T, m, s).read_text()) for T, m, s in grid]
+    for r in [r for r in results if "diverged" in r]:
+        print(f"T={r['T']} {r['mode']} seed {r['seed']}: {r['diverged']} (left out of the table)", flush=True)
+    results = [r for r in results if "diverged" not in r and r["curve"]]
     costs = {}
-    if set(MODES) <= set(args.modes):
+    if set(MODES) <= set(args.modes) and not args.summary_only:
         for T in args.T:
             costs[T] = json_cached(runs / f"timing-T{T}.json", lambda T=T: timing(T))
             print(f"T={T} per-tick cost (interleaved, median): " + ", ".join(
