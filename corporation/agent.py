@@ -264,8 +264,10 @@ class Agent:
         return min([self.last_id, *users]) - self.horizon
 
     def at_rest(self) -> bool:
-        """No update window is open: nothing of this agent waits for a backward pass."""
-        return self.acted == 0 and all(lp.at_rest() for lp in self.loss_ports.values())
+        """No update window is open and no state-M target waits for later windows (their graphs cannot be
+        snapshotted): nothing of this agent waits for a backward pass."""
+        held = self.state_targets is not None and bool(self.state_targets.windows)  # n-step / lambda graphs
+        return self.acted == 0 and not held and all(lp.at_rest() for lp in self.loss_ports.values())
 
     # ----- updating ----------------------------------------------------------------------------------
     def draw_update(self) -> bool:
