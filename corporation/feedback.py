@@ -22,6 +22,7 @@ comes back (the bootstrapped DNI target) is only measured (``sg/<edge>/cosine``,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -48,24 +49,20 @@ class DFAParams:
         positive(self.scale, path, "scale", allow_zero=True)
 
 
-@SYNTHESIZERS.register("dfa", DFAParams)
-class DirectFeedback(nn.Module):
-    """g_hat = e R with a fixed random R (a buffer, not a parameter: nothing can train it)."""
+class FixedFeedback(nn.Module):
+    """What DFA and FA share: a zero placeholder g_hat per batch (filled before the backward pass), a seed
+    for the fixed random matrix (drawn once its shape is known) and statistics against the target that comes
+    back; nothing to train."""
 
-    def __init__(self, params: DFAParams, h_size: int, context_size: int, generator: torch.Generator,
-                 device: torch.device, optimizer: OptimizerSpec):
+    def __init__(self, params: DFAParams | FAParams, h_size: int, generator: torch.Generator,
+                 device: torch.device):
         super().__init__()
         self.params = params
         self.h_size = h_size
-        self.seed = int(torch.randint(0, 2**62, (), generator=generator))  # R is drawn from it when e's size is known
+        self.seed = int(torch.randint(0, 2**62, (), generator=generator))
         self.device = device
-        self.register_buffer("R", torch.zeros(0, h_size, device=device))
         self.pending: dict[int, torch.Tensor] = {}  # batch id -> the placeholder g_hat (batch mean) applied
         self.stats = Stats(device)
-
-    @property
-    def port(self) -> str:
-        return self.params.port
 
     def predict(self, batch_id: int, h: torch.Tensor, context: torch.Tensor | None, tick: int) -> torch.Tensor:
         """A zero placeholder for g_hat (filled by :meth:`fill` before the backward pass)."""
@@ -74,6 +71,30 @@ class DirectFeedback(nn.Module):
         if len(self.pending) > 64:
             del self.pending[min(self.pending)]
         return g
+
+    def train_on(self, batch_id: int, target: torch.Tensor, tick: int) -> None:
+        """Never trains: only measures how the fed-back g_hat compares with the target that came back."""
+        g = self.pending.pop(batch_id, None)
+        if g is None:
+            return
+        pred = g * (g.shape[0] / self.params.scale) if self.params.scale else g
+        loss = ((pred - target) ** 2).sum() / g.shape[0]
+        self.stats.add(loss, pred, target, 0)
+
+
+@SYNTHESIZERS.register("dfa", DFAParams)
+class DirectFeedback(FixedFeedback):
+    """g_hat = e R with a fixed random R (a buffer, not a parameter: nothing can train it)."""
+
+    def __init__(self, params: DFAParams, h_size: int, context_size: int, generator: torch.Generator,
+                 device: torch.device, optimizer: OptimizerSpec):
+        super().__init__(params, h_size, generator, device)  # R is drawn from the seed when e's size is known
+        self.register_buffer("R", torch.zeros(0, h_size, device=device))
+
+    @property
+    def port(self) -> str:
+        return self.params.port
+
 
     def fill(self, batch_id: int, error: torch.Tensor) -> None:
         """Batch ``batch_id``'s per-example output error ``error`` (B, out) arrived: g_hat = e R * scale / B."""
@@ -87,16 +108,6 @@ class DirectFeedback(nn.Module):
         with torch.no_grad():
             g.copy_(error @ self.R * (self.params.scale / error.shape[0]))
 
-    def train_on(self, batch_id: int, target: torch.Tensor, tick: int) -> None:
-        """Never trains: only measures how the fed-back g_hat compares with the target that came back."""
-        g = self.pending.pop(batch_id, None)
-        if g is None:
-            return
-        pred = g * (g.shape[0] / self.params.scale) if self.params.scale else g
-        loss = ((pred - target) ** 2).sum() / g.shape[0]
-        self.stats.add(loss, pred, target, 0)
-
-
 @dataclass
 class FAParams:
     """``scale`` multiplies g_hat."""
@@ -109,22 +120,13 @@ class FAParams:
 
 
 @SYNTHESIZERS.register("fa", FAParams)
-class FeedbackAlignment(nn.Module):
+class FeedbackAlignment(FixedFeedback):
     """g_hat = delta B, B fixed random (a buffer); the receiver's component fills it (module doc)."""
 
     def __init__(self, params: FAParams, h_size: int, context_size: int, generator: torch.Generator,
                  device: torch.device, optimizer: OptimizerSpec):
-        super().__init__()
-        self.params = params
-        self.h_size = h_size
-        self.seed = int(torch.randint(0, 2**62, (), generator=generator))  # B is drawn once its shape is known
-        self.device = device
+        super().__init__(params, h_size, generator, device)  # B is drawn from the seed once its shape is known
         self.register_buffer("B", torch.zeros(0, 0, device=device))
-        self.pending: dict[int, torch.Tensor] = {}  # batch id -> the placeholder g_hat (batch mean) applied
-        self.stats = Stats(device)
-
-    predict = DirectFeedback.predict
-    train_on = DirectFeedback.train_on
 
     def feedback(self, shape: torch.Size) -> torch.Tensor:
         """B, of the receiver's first-layer weight ``shape`` (units, in)."""
@@ -162,11 +164,7 @@ def first_linear(body: nn.Module) -> nn.Linear | None:
 
 def tap_layer(module: nn.Linear) -> LayerTap:
     """Install (once) and return the input/output tap of ``module``."""
-    existing = getattr(module, "_layer_tap", None)
-    if existing is None:
-        existing = module._layer_tap = LayerTap()
-        module.register_forward_hook(existing)
-    return existing
+    return _installed(module, "_layer_tap", LayerTap)
 
 
 def aligned_feedback(objective: torch.Tensor, tap: LayerTap, leaf: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
@@ -196,8 +194,14 @@ class OutputTap:
 
 def tap(module: nn.Module) -> OutputTap:
     """Install (once) and return the output tap of ``module``."""
-    existing = getattr(module, "_output_tap", None)
+    return _installed(module, "_output_tap", OutputTap)
+
+
+def _installed(module: nn.Module, attr: str, make: type) -> Any:
+    """The forward hook kept as ``module.<attr>``, made and registered the first time."""
+    existing = getattr(module, attr, None)
     if existing is None:
-        existing = module._output_tap = OutputTap()
+        existing = make()
+        setattr(module, attr, existing)
         module.register_forward_hook(existing)
     return existing

@@ -20,7 +20,8 @@ def dfa_chain(**sg) -> dict:
     return raw
 
 
-def test_dfa_g_hat_is_the_output_error_through_a_fixed_matrix() -> None:
+def recorder(engine) -> tuple[dict[str, torch.Tensor], list[torch.Tensor], object]:
+    """A trace callback keeping the last message of each edge and the top layer's labels, in order."""
     sent: dict[str, torch.Tensor] = {}
     labels: list[torch.Tensor] = []
 
@@ -28,8 +29,13 @@ def test_dfa_g_hat_is_the_output_error_through_a_fixed_matrix() -> None:
         if e.kind == "send" and e.where in ("l1-l2", "l2-l3"):
             sent[e.where] = e.value.h.detach().clone()
         if e.kind == "act" and e.where == "l3":
-            labels.append(eng.task.context("y", e.batch_id).clone())
+            labels.append(engine().task.context("y", e.batch_id).clone())
 
+    return sent, labels, on_event
+
+
+def test_dfa_g_hat_is_the_output_error_through_a_fixed_matrix() -> None:
+    sent, labels, on_event = recorder(lambda: eng)
     eng = Engine(from_dict(dfa_chain(scale=0.5)), trace=on_event)
     for _ in range(3):  # the error at tick 2 comes from a top layer that already learned
         l2, l3 = copy.deepcopy(eng.agents["l2"].body), copy.deepcopy(eng.agents["l3"].body)
@@ -82,15 +88,7 @@ def fa_chain(**sg) -> dict:
 def test_fa_g_hat_is_the_receivers_backward_through_a_fixed_matrix() -> None:
     """l3 is linear (logits = h2 W3^T + b3), so FA's g_hat on h2 is delta B with delta = dL/dlogits (batch
     mean) and B the fixed matrix of W3's shape; l2 (linear, SGD lr 1, no loss of its own) moves by g^T x."""
-    sent: dict[str, torch.Tensor] = {}
-    labels: list[torch.Tensor] = []
-
-    def on_event(e) -> None:
-        if e.kind == "send" and e.where in ("l1-l2", "l2-l3"):
-            sent[e.where] = e.value.h.detach().clone()
-        if e.kind == "act" and e.where == "l3":
-            labels.append(eng.task.context("y", e.batch_id).clone())
-
+    sent, labels, on_event = recorder(lambda: eng)
     eng = Engine(from_dict(fa_chain(scale=0.5)), trace=on_event)
     for _ in range(3):
         l2, l3 = copy.deepcopy(eng.agents["l2"].body), copy.deepcopy(eng.agents["l3"].body)
