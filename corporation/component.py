@@ -274,7 +274,7 @@ class Component:
             optimizer = a.optimizer_for(tick, ok)
             if optimizer is None:
                 continue
-            factor = self._sender_factor(a) if self.sender_steps else 1.0
+            factor = self._sender_factor(a, w) if self.sender_steps else 1.0
             if factor != 1.0:  # sg.sender_step: r2 (the lr is set afresh from the spec at every update)
                 for group in optimizer.param_groups:
                     group["lr"] *= factor
@@ -282,12 +282,14 @@ class Component:
         return out
 
     @staticmethod
-    def _sender_factor(a: Agent) -> float:
-        """sg.sender_step r2: a member whose every gradient is a g_hat (no loss port, no locked out-edge)
-        steps with its lr times the smallest clamp(running r2, 0, 1) of its out-edge Ms."""
+    def _sender_factor(a: Agent, w: Window) -> float:
+        """sg.sender_step r2: a member whose every gradient in this window is a g_hat (no task loss scored
+        in the window, no locked out-edge) steps with its lr times the smallest clamp(running r2, 0, 1) of
+        its out-edge Ms. A port that scores no loss (a pettingzoo ``direct`` action: the output IS the
+        env's action) does not count as a loss."""
         factors = [o.sg.sender_factor() for o in a.outboxes if o.dni and getattr(o.sg, "params", None) is not None
                    and getattr(o.sg.params, "sender_step", "optimizer") == "r2"]
-        if not factors or a.loss_ports or any(o.locked for o in a.outboxes):
+        if not factors or w.losses.get(a.name) or any(o.locked for o in a.outboxes):
             return 1.0
         return min(factors)
 

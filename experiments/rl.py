@@ -33,7 +33,12 @@ EXPERIMENTS = {
     "cartpole": {"dni": [], "backprop": ["interface.kind=backprop"]},
     # oracle: the speaker->listener edge replaced by the goal colour itself (a perfect message, no speaker):
     # the ceiling of the listener's A2C at this budget.
-    "speaker_listener": {**COMM, "oracle": ["edges.2={src: task.speaker_0_obs, dst: listener}"]},
+    "speaker_listener": {**COMM, "oracle": ["edges.2={src: task.speaker_0_obs, dst: listener}"],
+                         # issue 14: the speaker at backprop's first lr, 1e-3, where plain DNI failed; sender_step
+                         # r2 scales a g_hat-only sender's lr by clamp(M's running r2, 0, 1)
+                         **{f"{v}_lr1e-3": [*COMM[v], "agents.speaker.optimizer.lr=1e-3"] for v in ("dni", "backprop")},
+                         "dni_r2_lr1e-3": ["agents.speaker.optimizer.lr=1e-3", "interface.sg.sender_step=r2"],
+                         "dni_r2": ["interface.sg.sender_step=r2"]},
     "relay": COMM,
 }
 # relay_v0 (corporation/envs/toy.py): the listener must name the speaker's goal, one of 5, and hears it only

@@ -22,6 +22,13 @@ combinations (screened on Fashion-MNIST at 3 layers: can the r2-scaled sender st
 
   sender_r2_lambda_0.5     sender_r2 with sg.target lambda, lam 0.5 (a target that reaches back to the loss)
   sender_r2_normalize      sender_r2 with sg.normalize (M's best fit of its targets: a larger r2, so larger steps)
+  sender_r2_bn             sender_r2 with batch norm in M's hidden layers (the paper's M)
+  sender_r2_bn_1024        sender_r2 with the paper's M for DNI: 2 x 1024 with batch norm
+  sender_r2_m_lr_1e-4      sender_r2 with M's Adam lr 1e-4 (M slower than the layers, as public Copy code)
+
+cDNI (M linear in (h, label), as feedforward.md) variants, screened where cDNI trails backprop (4-6 layers):
+
+  cdni_r2, cdni_hidden1 (M: one hidden layer of 256), cdni_clip_error_1, cdni_lambda_0.5
 
 plus the references no_backprop / backprop / cdni. Each row also reports M's r2 and cosine against its own
 target at the end (mean over edges). Results: ``--json`` (reused on reruns) and ``--out`` (Markdown).
@@ -68,6 +75,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "sender_r2_lambda_0.5": {"kind": "dni", "sg": {**DNI_M, "sender_step": "r2", "target": "lambda", "lam": 0.5},
                              "context": None},
     "sender_r2_normalize": {"kind": "dni", "sg": {**DNI_M, "sender_step": "r2", "normalize": True}, "context": None},
+    "sender_r2_bn": {"kind": "dni", "sg": {**DNI_M, "sender_step": "r2", "batchnorm": True}, "context": None},
+    "sender_r2_bn_1024": {"kind": "dni", "sg": {"hidden": 2, "width": 1024, "sender_step": "r2", "batchnorm": True},
+                          "context": None},
+    "sender_r2_m_lr_1e-4": {"kind": "dni", "sg": {**DNI_M, "sender_step": "r2",
+                                                  "optimizer": {"kind": "adam", "lr": 1e-4}}, "context": None},
+    "cdni_r2": {"kind": "dni", "sg": {"hidden": 0, "sender_step": "r2"}, "context": "task.y"},
+    "cdni_hidden1": {"kind": "dni", "sg": {"hidden": 1, "width": 256}, "context": "task.y"},
+    "cdni_clip_error_1": {"kind": "dni", "sg": {"hidden": 0, "clip_error": 1.0}, "context": "task.y"},
+    "cdni_lambda_0.5": {"kind": "dni", "sg": {"hidden": 0, "target": "lambda", "lam": 0.5}, "context": "task.y"},
 }
 
 
