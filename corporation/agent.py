@@ -22,16 +22,11 @@ from .interfaces import Stats
 from .messages import Message
 from .optim import clear_grads, lr_at, make_optimizer, set_lr
 from .outbox import Outbox
-from .spec import TASK_PREFIX, AgentSpec, is_port
+from .spec import TASK_PREFIX, AgentSpec, head_key, is_port
 from .targets import StateTargets, needs_split
 
 if TYPE_CHECKING:
     from .tasks.base import PortLearner
-
-
-def head_key(dst: str) -> str:
-    """The key of the head toward ``dst`` in ``Agent.heads`` (nn.ModuleDict keys cannot hold '.')."""
-    return dst.replace(".", ":")
 
 
 def tree_detach(state: Any) -> Any:
@@ -56,8 +51,11 @@ class Agent:
         self.generator = generator
         self.horizon = horizon  # ticks of contexts kept behind the agent's progress
         self.recurrent = bool(getattr(body, "recurrent", False))
-        params = [*body.parameters(), *heads.parameters()]
-        self.optimizer = make_optimizer(spec.optimizer, params) if params else None
+        # one param group per part (body, then each head: its key in group["part"]), so that a part can step
+        # with its own lr factor (sg.sender_step r2 on a head only g_hat trains); same math as one group
+        groups = [{"params": list(m.parameters()), "part": part}
+                  for part, m in [("body", body), *heads.items()] if any(True for _ in m.parameters())]
+        self.optimizer = make_optimizer(spec.optimizer, groups) if groups else None
         self.inboxes: list[Inbox] = []  # sorted by source: this fixes the input concatenation order
         self.outboxes: list[Outbox] = []  # sorted by destination
         self.port_contexts: dict[str, ContextInbox] = {}  # task port -> its contexts (M's or I's)

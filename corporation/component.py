@@ -30,7 +30,7 @@ from .guard import Diverged, first_nonfinite
 from .messages import GradientMessage
 from .optim import step_together
 from .registry import SYNTHESIZERS
-from .spec import TASK_PREFIX
+from .spec import TASK_PREFIX, head_key
 from .targets import KeepSaved, chained, mixing, needs_split, vjp
 from .transport import LocalTransport
 
@@ -143,7 +143,7 @@ class Component:
             raise ScenarioError("sg.kind dfa feeds back a feed-forward output agent's error; use mlp here",
                                 f"agents.{a.name}")
         for port in a.loss_ports:
-            key = (TASK_PREFIX + port).replace(".", ":")  # agent.head_key
+            key = head_key(TASK_PREFIX + port)
             self.taps[(a.name, TASK_PREFIX + port)] = tap(dict(a.heads.items()).get(key, a.body))
 
     def errors(self) -> dict[str, dict[int, torch.Tensor]]:
@@ -274,24 +274,29 @@ class Component:
             optimizer = a.optimizer_for(tick, ok)
             if optimizer is None:
                 continue
-            factor = self._sender_factor(a, w) if self.sender_steps else 1.0
-            if factor != 1.0:  # sg.sender_step: r2 (the lr is set afresh from the spec at every update)
-                for group in optimizer.param_groups:
+            factors = self._sender_factors(a, w) if self.sender_steps else {}
+            for group in optimizer.param_groups:  # sg.sender_step r2 (the lr is set afresh at every update)
+                factor = factors.get("*", factors.get(group.get("part"), 1.0))
+                if factor != 1.0:
                     group["lr"] *= factor
             out.append(optimizer)
         return out
 
     @staticmethod
-    def _sender_factor(a: Agent, w: Window) -> float:
-        """sg.sender_step r2: a member whose every gradient in this window is a g_hat (no task loss scored
-        in the window, no locked out-edge) steps with its lr times the smallest clamp(running r2, 0, 1) of
-        its out-edge Ms. A port that scores no loss (a pettingzoo ``direct`` action: the output IS the
-        env's action) does not count as a loss."""
-        factors = [o.sg.sender_factor() for o in a.outboxes if o.dni and getattr(o.sg, "params", None) is not None
-                   and getattr(o.sg.params, "sender_step", "optimizer") == "r2"]
-        if not factors or w.losses.get(a.name) or any(o.locked for o in a.outboxes):
-            return 1.0
-        return min(factors)
+    def _sender_factors(a: Agent, w: Window) -> dict[str, float]:
+        """sg.sender_step r2: which parts of a member step with lr times clamp(M's running r2, 0, 1), by
+        param-group part ('*': all of them). A member whose every gradient in this window is a g_hat (no task
+        loss scored in the window: a pettingzoo ``direct`` action port scores none; no locked out-edge): all
+        its parameters, by the smallest factor of its r2 out-edges. Otherwise only the head toward each r2
+        out-edge's receiver (``heads.<dst>``), which nothing but that edge's g_hat trains."""
+        factors = {head_key(o.dst): o.sg.sender_factor() for o in a.outboxes
+                   if o.dni and getattr(o.sg, "params", None) is not None
+                   and getattr(o.sg.params, "sender_step", "optimizer") == "r2"}
+        if not factors:
+            return {}
+        if not w.losses.get(a.name) and not any(o.locked for o in a.outboxes):
+            return {"*": min(factors.values())}
+        return factors
 
     # ----- target options (sg.target, corporation/targets.py) ------------------------------------------
     def _sg_params(self, a: Agent, leaf: Leaf) -> object:

@@ -9,7 +9,8 @@ from torch.optim.adam import adam as adam_fn
 from .spec import OptimizerSpec
 
 
-def make_optimizer(spec: OptimizerSpec, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+def make_optimizer(spec: OptimizerSpec, params: Iterable[torch.nn.Parameter] | list[dict]) -> torch.optim.Optimizer:
+    """The optimizer of ``spec`` over ``params`` (parameters, or param-group dicts with extra keys kept)."""
     params = list(params)
     if spec.kind == "sgd":
         return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
@@ -50,18 +51,15 @@ def step_together(optimizers: list[torch.optim.Optimizer]) -> None:
     steps on its own. Many small agents each own an optimizer: this removes most of the per-call cost."""
     fused: dict[tuple, list[tuple[torch.optim.Adam, dict]]] = {}
     for opt in optimizers:
-        if type(opt) is not torch.optim.Adam or getattr(opt, "grad_scale", None) is not None:
-            opt.step()
+        keys = [_adam_key(g) for g in opt.param_groups] if type(opt) is torch.optim.Adam else [None]
+        if getattr(opt, "grad_scale", None) is not None or None in keys:
+            opt.step()  # every group of it, once
             continue
-        for group in opt.param_groups:
-            key = _adam_key(group)
-            if key is None:
-                opt.step()
-                break
+        for group, key in zip(opt.param_groups, keys):
             fused.setdefault(key, []).append((opt, group))
     for key, members in fused.items():
-        if len(members) == 1:
-            members[0][0].step()
+        if len(members) == 1 and len(members[0][0].param_groups) == 1:
+            members[0][0].step()  # opt.step() steps ALL of an optimizer's groups: only for a one-group one
             continue
         lists: tuple[list, ...] = ([], [], [], [], [], [])
         has_complex = False

@@ -40,6 +40,11 @@ def is_port(node: str) -> bool:
     return node.startswith(TASK_PREFIX)
 
 
+def head_key(dst: str) -> str:
+    """The key of an agent's head toward ``dst`` (``Agent.heads``; nn.ModuleDict keys cannot hold '.')."""
+    return dst.replace(".", ":")
+
+
 @dataclass
 class OptimizerSpec:
     """An optimizer: ``adam`` or ``sgd``; lr divided by ``decay_factor`` at each tick in ``decay_at``."""

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .agent import Agent, head_key
+from .agent import Agent
 from .errors import CorporationError
 from .graph import Graph, back_edges
 from .inbox import Inbox
@@ -24,7 +24,7 @@ from .models import build_model, init_parameters
 from .outbox import Outbox
 from .registry import SYNTHESIZERS
 from .seeding import generator
-from .spec import TASK_PREFIX, EdgeSpec, Scenario, is_port
+from .spec import TASK_PREFIX, EdgeSpec, Scenario, head_key, is_port
 from .tasks.base import PortLearner, TaskLoss
 from .transport import LocalTransport
 

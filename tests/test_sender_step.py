@@ -1,6 +1,6 @@
 """``sg.sender_step: r2``: a sender whose every gradient is a g_hat steps with its lr times clamp(M's running
-r2, 0, 1); a sender with a loss of its own is not touched; a pettingzoo ``direct`` action port (the output is
-the env's action, no loss) does not count as a loss."""
+r2, 0, 1); of a sender with a loss of its own only the head toward the edge is gated; a pettingzoo ``direct``
+action port (the output is the env's action, no loss) does not count as a loss."""
 from __future__ import annotations
 
 import copy
@@ -79,14 +79,80 @@ def test_r2_gates_a_speaker_whose_only_output_port_is_a_direct_action() -> None:
     check_r2_gates_the_sender(RELAY, "talker", "hearer", 200)
 
 
-def test_a_sender_with_its_own_loss_steps_as_usual() -> None:
-    """hier_rnn's A scores task.a itself and sends to B over a DNI edge: r2 must not touch its step."""
+def hier(overrides: list[str]) -> Engine:
+    return Engine(load(ROOT / "scenarios/hier_rnn.yaml", ["device=cpu", *overrides]))
+
+
+def parts(engine: Engine, agent: str, part: str) -> torch.Tensor:
+    a = engine.agents[agent]
+    module = a.body if part == "body" else a.heads[part]
+    return torch.cat([p.detach().reshape(-1).clone() for p in module.parameters()])
+
+
+def test_only_the_head_of_a_sender_with_its_own_loss_is_gated() -> None:
+    """hier_rnn's A scores task.a itself and sends to B through its head ``B``, which only g_hat trains: with
+    r2 that head steps by M's factor, A's body by its own lr. Until M's first g_hat both runs are the same;
+    at A's first step with a non-zero g_hat (same gradients, same Adam state) the gated head's step is the
+    plain head's times the factor, the body's step is the plain body's."""
+    gated, plain = hier(["interface.sg.sender_step=r2"]), hier([])
+    for _ in range(200):
+        before = [parts(e, "A", p) for e in (gated, plain) for p in ("body", "B")]
+        gated.step()
+        plain.step()
+        after = [parts(e, "A", p) for e in (gated, plain) for p in ("body", "B")]
+        body_g, head_g, body_p, head_p = (y - x for x, y in zip(before, after))
+        if head_p.abs().max() > 0:
+            break
+    else:
+        raise AssertionError("A's head never stepped")
+    factor = gated.edge("A", "B")[0].sg.sender_factor()
+    assert 0.0 < factor < 0.1  # M has just begun to fit
+    # the gated step is ~1e-6 where the parameters are ~0.1: compare norms (float32 rounds each element)
+    assert abs(float(head_g.norm() / head_p.norm()) / factor - 1.0) < 0.02
+    lrs = {g["part"]: g["lr"] for g in gated.agents["A"].optimizer.param_groups}  # as A stepped
+    assert lrs["body"] == lrs["task:a"] == 3e-3 and abs(lrs["B"] - 3e-3 * factor) < 1e-12
+    assert torch.allclose(body_g, body_p, rtol=1e-5, atol=1e-9) and body_p.abs().max() > 0
+
+
+def test_a_sender_with_its_own_loss_and_no_head_on_the_edge_steps_as_usual() -> None:
     ends = []
     for overrides in ([], ["interface.sg.sender_step=r2"]):
-        engine = Engine(load(ROOT / "scenarios/hier_rnn.yaml", ["device=cpu", *overrides]))
+        engine = hier(["agents.A.heads={task.a: {}}", *overrides])  # A sends its LSTM output itself
         for _ in range(48):
             engine.step()
         ends.append(flat(engine, "A"))
         factor = engine.edge("A", "B")[0].sg.sender_factor()
     assert factor < 1.0  # the gate would have scaled A's steps, were A g_hat-only
     assert torch.equal(ends[0], ends[1])
+
+
+def test_step_together_equals_each_optimizer_stepping_alone() -> None:
+    """Several Adams, one with groups of different lrs (a gated head): fused steps equal separate ones, and
+    no group steps twice."""
+    from corporation.optim import step_together
+
+    def build():
+        torch.manual_seed(0)
+        nets = [torch.nn.Linear(4, 3) for _ in range(3)]
+        opts = [torch.optim.Adam([{"params": [nets[0].weight]}, {"params": [nets[0].bias], "lr": 0.0}],
+                                 lr=1e-2, foreach=True),
+                torch.optim.Adam(nets[1].parameters(), lr=1e-2, foreach=True),
+                torch.optim.Adam(nets[2].parameters(), lr=3e-2, foreach=True)]
+        return nets, opts
+
+    results = []
+    for together in (False, True):
+        nets, opts = build()
+        for step in range(3):
+            for n in nets:
+                n.zero_grad()
+                n(torch.full((2, 4), float(step + 1))).pow(2).sum().backward()
+            if together:
+                step_together(opts)
+            else:
+                for o in opts:
+                    o.step()
+        results.append([p.detach().clone() for n in nets for p in n.parameters()])
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-8)
+    assert torch.equal(results[1][1], build()[0][0].bias.detach())  # the lr-0 group never moved
