@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: F401  (registers the bench_random task)
 
 from corporation import Engine, from_dict, load
-from corporation.distributed import launch
+from corporation.launch import launch
 
 ROOT = Path(__file__).resolve().parents[1]
 LATENCY = 4  # of the DNI edge between the stages: = unroll, so both stages update at the same ticks

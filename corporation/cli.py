@@ -173,14 +173,14 @@ def main(argv: list[str] | None = None) -> int:
             overrides.append(f"device={args.device}")
         if args.workers is not None:
             overrides += ["engine.kind=distributed", f"engine.workers={args.workers}"]
-        from .distributed import under_torchrun
+        from .launch import under_torchrun
 
         if under_torchrun():  # torchrun started this process: the world size is its --nproc-per-node x nodes
             overrides += ["engine.kind=distributed", f"engine.workers={os.environ['WORLD_SIZE']}"]
         s = scenario_mod.load(args.file, overrides, imports=args.imports)
         try:
             if s.engine.kind == "distributed":
-                from .distributed import run_distributed
+                from .launch import run_distributed
 
                 summary = run_distributed(s, Path(args.out) if args.out else None,
                                           progress=False if args.quiet else None, quiet=args.quiet,

@@ -286,7 +286,7 @@ def resume_run(folder: str | Path, overrides: list[str] | tuple[str, ...] = (), 
         if ckpt["tick"] >= scenario.train.ticks:
             raise RunFolderError(f"{folder}: the checkpoint is at tick {ckpt['tick']} and train.ticks is "
                                  f"{scenario.train.ticks}: nothing to do; raise it with --set train.ticks=N")
-        from .distributed import resume_distributed
+        from .launch import resume_distributed
 
         return resume_distributed(folder, scenario, progress, quiet)
     with open_folder(folder, create=False) as run:

@@ -60,6 +60,10 @@ VARIANTS = {
     "dni_norm_unrollT2": lambda T: ["interface.sg.normalize=true", f"agents.A.update.unroll={T * T}"],
     "dni_norm_wd_unrollT2": lambda T: ["interface.sg.normalize=true", "agents.A.optimizer.weight_decay=1.0e-4",
                                        f"agents.A.update.unroll={T * T}"],
+    # round 3: A's head toward B (trained only by g_hat) steps with lr x clamp(M's running r2, 0, 1)
+    "dni_r2": ["interface.sg.normalize=true", "interface.sg.sender_step=r2"],
+    "dni_r2_wd": ["interface.sg.normalize=true", "interface.sg.sender_step=r2",
+                  "agents.A.optimizer.weight_decay=1.0e-4"],
 }
 FINAL_EVALS = 3  # "final" accuracy = mean of the last 3 evaluations (one evaluation is noisy)
 A_LEVEL = 0.9  # "A learned": the tick of the first evaluation with test/A/accuracy >= 0.9

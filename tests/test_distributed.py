@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from corporation import Engine, ScenarioError, load
-from corporation.distributed import launch, plan
+from corporation.distributed import plan
+from corporation.launch import launch
 
 ROOT = Path(__file__).resolve().parents[1]
 SHORT = ["device=cpu", "train.ticks=40", "train.eval_every=20", "train.progress=false"]
