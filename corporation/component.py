@@ -92,7 +92,7 @@ class Component:
         self._in_sg = {i.spec.key: i.spec.interface.sg for a in members for i in a.inboxes if i.dni}
         self.splits = any(needs_split(p) for p in self._in_sg.values())  # else: the plain target path only
         self.sender_steps = any(getattr(o.sg, "params", None) is not None
-                                and getattr(o.sg.params, "sender_step", "optimizer") == "r2"
+                                and getattr(o.sg.params, "sender_step", "optimizer") != "optimizer"
                                 for a in members for o in a.outboxes if o.dni)
         for a in members:
             self._wire_targets(a)
@@ -275,7 +275,7 @@ class Component:
             if optimizer is None:
                 continue
             factors = self._sender_factors(a, w) if self.sender_steps else {}
-            for group in optimizer.param_groups:  # sg.sender_step r2 (the lr is set afresh at every update)
+            for group in optimizer.param_groups:  # sg.sender_step r2 / snr (lr set afresh at every update)
                 factor = factors.get("*", factors.get(group.get("part"), 1.0))
                 if factor != 1.0:
                     group["lr"] *= factor
@@ -284,14 +284,14 @@ class Component:
 
     @staticmethod
     def _sender_factors(a: Agent, w: Window) -> dict[str, float]:
-        """sg.sender_step r2: which parts of a member step with lr times clamp(M's running r2, 0, 1), by
+        """sg.sender_step r2 / snr: which parts of a member step with lr times M's factor (in [0, 1]), by
         param-group part ('*': all of them). A member whose every gradient in this window is a g_hat (no task
         loss scored in the window: a pettingzoo ``direct`` action port scores none; no locked out-edge): all
         its parameters, by the smallest factor of its r2 out-edges. Otherwise only the head toward each r2
         out-edge's receiver (``heads.<dst>``), which nothing but that edge's g_hat trains."""
         factors = {head_key(o.dst): o.sg.sender_factor() for o in a.outboxes
                    if o.dni and getattr(o.sg, "params", None) is not None
-                   and getattr(o.sg.params, "sender_step", "optimizer") == "r2"}
+                   and getattr(o.sg.params, "sender_step", "optimizer") != "optimizer"}
         if not factors:
             return {}
         if not w.losses.get(a.name) and not any(o.locked for o in a.outboxes):

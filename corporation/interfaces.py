@@ -38,9 +38,13 @@ class MLPSynthesizerParams:
     ``lam`` (lambda only) and ``horizon`` (windows of a state M's n-step / lambda / exact target).
     ``normalize``: M predicts its target divided by a running RMS of the targets (g_hat is scaled back).
     ``clip_error``: each example's regression error ||g_hat - target|| is capped (a robust, clipped update).
-    ``sender_step``: ``optimizer`` (default) or ``r2``: a sender whose gradients all come through this
-    M steps with its lr times clamp(M's running r2, 0, 1), so Adam does not turn an imprecise g_hat into
-    full-size steps."""
+    ``sender_step``: ``optimizer`` (default), ``r2`` or ``snr``: a sender whose gradients all come through
+    this M (else only its head toward this edge) steps with its lr times a factor in [0, 1], so Adam does
+    not turn a smooth or imprecise g_hat into full-size steps: ``r2``: clamp(M's running r2, 0, 1);
+    ``snr``: sqrt(running E||g_hat||^2 / running E||target||^2), clamped to 1. For an M that predicts the
+    conditional mean mu of a target with noise sigma this is |mu| / sqrt(mu^2 + sigma^2): Adam's step
+    under the true, noisy gradient (backprop) is about lr times that, so the g_hat-driven sender steps as
+    the backprop one would."""
 
     kind: str = "mlp"
     hidden: int = 0
@@ -56,7 +60,7 @@ class MLPSynthesizerParams:
     horizon: int = 2
     normalize: bool = False
     clip_error: float | None = None
-    sender_step: Literal["optimizer", "r2"] = "optimizer"
+    sender_step: Literal["optimizer", "r2", "snr"] = "optimizer"
 
     def check(self, path: str) -> None:
         positive(self.hidden, path, "hidden", allow_zero=True)
@@ -102,7 +106,8 @@ class SyntheticGradient(nn.Module):
         # sg.normalize: running mean of the squared target (EMA 0.99, bias-corrected by ``seen``)
         self.target_sq = torch.zeros((), device=device)
         self.seen = 0
-        self.fit = 0.0  # sg.sender_step r2: running r2 of M against its targets (EMA 0.9, starts at 0)
+        self.fit = 0.0  # sg.sender_step r2 / snr: M's running fit (EMA 0.9, starts at 0): r2, or E|g_hat|^2
+        self.fit_energy = 0.0  # sg.sender_step snr: running E||target||^2 (EMA 0.9)
 
     def forward(self, h: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         out = self.net(h if context is None else torch.cat([h, context], dim=1))
@@ -169,6 +174,9 @@ class SyntheticGradient(nn.Module):
             energy = float(target.pow(2).sum()) / h.shape[0]
             if energy > 0.0:
                 self.fit = 0.9 * self.fit + 0.1 * (1.0 - float(loss.detach()) / energy)
+        elif p.sender_step == "snr":
+            self.fit = 0.9 * self.fit + 0.1 * float(g_hat.detach().pow(2).sum()) / h.shape[0]
+            self.fit_energy = 0.9 * self.fit_energy + 0.1 * float(target.pow(2).sum()) / h.shape[0]
         if p.clip_error is not None:  # cap each example's error: the update of a robust regression
             error = target - g_hat.detach()
             norm = error.norm(dim=1, keepdim=True).clamp_min(1e-12)
@@ -181,8 +189,13 @@ class SyntheticGradient(nn.Module):
         return loss
 
     def sender_factor(self) -> float:
-        """The factor on a g_hat-only sender's lr (``sender_step: r2``): clamp(running r2, 0, 1)."""
-        return min(max(self.fit, 0.0), 1.0) if self.params.sender_step == "r2" else 1.0
+        """The factor on a g_hat-only sender's lr: ``r2``: clamp(running r2, 0, 1); ``snr``:
+        min(sqrt(running E||g_hat||^2 / running E||target||^2), 1) (0 before M's first regression)."""
+        if self.params.sender_step == "r2":
+            return min(max(self.fit, 0.0), 1.0)
+        if self.params.sender_step == "snr":
+            return min((self.fit / self.fit_energy) ** 0.5, 1.0) if self.fit_energy > 0.0 else 0.0
+        return 1.0
 
     def stepped(self) -> None:
         """M's optimizer has stepped: recorded g_hat graphs are now stale."""

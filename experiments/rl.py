@@ -38,7 +38,9 @@ EXPERIMENTS = {
                          # r2 scales a g_hat-only sender's lr by clamp(M's running r2, 0, 1)
                          **{f"{v}_lr1e-3": [*COMM[v], "agents.speaker.optimizer.lr=1e-3"] for v in ("dni", "backprop")},
                          "dni_r2_lr1e-3": ["agents.speaker.optimizer.lr=1e-3", "interface.sg.sender_step=r2"],
-                         "dni_r2": ["interface.sg.sender_step=r2"]},
+                         "dni_r2": ["interface.sg.sender_step=r2"],
+                         # snr: lr x |g_hat| / |target| (RMS ratio): Adam's step size under the noisy true gradient
+                         "dni_snr_lr1e-3": ["agents.speaker.optimizer.lr=1e-3", "interface.sg.sender_step=snr"]},
     "relay": COMM,
 }
 # relay_v0 (corporation/envs/toy.py): the listener must name the speaker's goal, one of 5, and hears it only

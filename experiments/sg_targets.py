@@ -25,6 +25,7 @@ combinations (screened on Fashion-MNIST at 3 layers: can the r2-scaled sender st
   sender_r2_bn             sender_r2 with batch norm in M's hidden layers (the paper's M)
   sender_r2_bn_1024        sender_r2 with the paper's M for DNI: 2 x 1024 with batch norm
   sender_r2_m_lr_1e-4      sender_r2 with M's Adam lr 1e-4 (M slower than the layers, as public Copy code)
+  sender_snr               sg.sender_step snr (lr x RMS(g_hat) / RMS(target): Adam's step under the true gradient)
 
 cDNI (M linear in (h, label), as feedforward.md) variants, screened where cDNI trails backprop (4-6 layers):
 
@@ -80,6 +81,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
                           "context": None},
     "sender_r2_m_lr_1e-4": {"kind": "dni", "sg": {**DNI_M, "sender_step": "r2",
                                                   "optimizer": {"kind": "adam", "lr": 1e-4}}, "context": None},
+    "sender_snr": {"kind": "dni", "sg": {**DNI_M, "sender_step": "snr"}, "context": None},
     "cdni_r2": {"kind": "dni", "sg": {"hidden": 0, "sender_step": "r2"}, "context": "task.y"},
     "cdni_hidden1": {"kind": "dni", "sg": {"hidden": 1, "width": 256}, "context": "task.y"},
     "cdni_clip_error_1": {"kind": "dni", "sg": {"hidden": 0, "clip_error": 1.0}, "context": "task.y"},

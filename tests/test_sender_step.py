@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import pytest
 import torch
 
 from corporation import Engine, from_dict, load
@@ -47,36 +48,66 @@ def flat(engine: Engine, agent: str) -> torch.Tensor:
 
 
 def trajectory(raw: dict, overrides: list[str], sender: str, receiver: str, ticks: int):
-    """Per tick: (did the sender's parameters change, M's sender factor after the tick); the final engine."""
+    """Per tick: (the sender's parameter change, the factor its optimizer stepped with: its lr over the
+    spec's, M's factor after the tick); the final engine."""
     engine = Engine(from_dict(copy.deepcopy(raw), overrides))
+    lr = engine.agents[sender].spec.optimizer.lr
     out, before = [], flat(engine, sender)
     for _ in range(ticks):
         engine.step()
         now = flat(engine, sender)
-        out.append((not torch.equal(now, before), engine.edge(sender, receiver)[0].sg.sender_factor()))
+        used = engine.agents[sender].optimizer.param_groups[0]["lr"] / lr
+        out.append((now - before, used, engine.edge(sender, receiver)[0].sg.sender_factor()))
         before = now
     return out, engine
 
 
-def check_r2_gates_the_sender(raw: dict, sender: str, receiver: str, ticks: int) -> None:
+def check_gate(raw: dict, sender: str, receiver: str, ticks: int, kind: str) -> None:
     plain, _ = trajectory(raw, [], sender, receiver, ticks)
-    gated, engine = trajectory(raw, ["interface.sg.sender_step=r2"], sender, receiver, ticks)
-    assert all(f == 1.0 for _, f in plain)  # sender_step optimizer: the factor is 1
-    # the factor M holds after tick i scales the sender's step at tick i + 1; it starts at 0 (M's running r2)
-    frozen = [0] + [i for i in range(1, ticks) if gated[i - 1][1] == 0.0]
-    assert len(frozen) >= 3 and not any(gated[i][0] for i in frozen)
-    assert any(plain[i][0] for i in frozen)  # meanwhile the same sender without the gate moves
-    # when M fits its targets (running r2 > 0) the factor is positive and the gated sender moves
-    assert 0.0 < gated[-1][1] < 1.0 and sum(moved for moved, _ in gated) >= 10
-    assert float(engine.collect()[f"sg/{sender}-{receiver}/r2"]) > 0.0
+    gated, engine = trajectory(raw, [f"interface.sg.sender_step={kind}"], sender, receiver, ticks)
+    assert all(used == 1.0 for _, used, _ in plain)  # sender_step optimizer: the factor is 1
+    # the two runs are the same until the sender's first non-zero g_hat (M starts at zero); at that step
+    # (SGD) the gated sender's change is the plain one's times the factor it stepped with
+    first = next(i for i, (d, _, _) in enumerate(plain) if d.abs().max() > 0)
+    d_gated, used, _ = gated[first]
+    assert 0.0 <= used < 1.0
+    assert abs(float(d_gated.norm()) - used * float(plain[first][0].norm())) <= 0.02 * float(plain[first][0].norm())
+    if kind == "r2":  # r2 starts at 0 and stays there while M's fit is poor: the sender is held still
+        frozen = [i for i, (_, u, _) in enumerate(gated) if u == 0.0]
+        assert len(frozen) >= 3 and not any(gated[i][0].abs().max() > 0 for i in frozen)
+        assert any(plain[i][0].abs().max() > 0 for i in frozen)  # meanwhile the plain sender moves
+    # once M fits its targets the factor is positive and the gated sender moves
+    assert 0.0 < gated[-1][2] < 1.0 and sum(bool(d.abs().max() > 0) for d, _, _ in gated) >= 10
+    if kind == "r2":
+        assert float(engine.collect()[f"sg/{sender}-{receiver}/r2"]) > 0.0
 
 
-def test_r2_gates_a_layer_that_learns_only_from_g_hat() -> None:
-    check_r2_gates_the_sender(CHAIN, "a", "b", 60)
+@pytest.mark.parametrize("kind", ["r2", "snr"])
+def test_the_gate_holds_a_layer_that_learns_only_from_g_hat(kind) -> None:
+    check_gate(CHAIN, "a", "b", 60, kind)
 
 
-def test_r2_gates_a_speaker_whose_only_output_port_is_a_direct_action() -> None:
-    check_r2_gates_the_sender(RELAY, "talker", "hearer", 200)
+@pytest.mark.parametrize("kind", ["r2", "snr"])
+def test_the_gate_holds_a_speaker_whose_only_output_port_is_a_direct_action(kind) -> None:
+    check_gate(RELAY, "talker", "hearer", 200, kind)
+
+
+def test_snr_is_the_rms_of_g_hat_over_the_rms_of_its_targets() -> None:
+    """A hand computation: M's factor after its regressions is sqrt(EMA E||g_hat||^2 / EMA E||target||^2)."""
+    engine = Engine(from_dict(copy.deepcopy(CHAIN), ["interface.sg.sender_step=snr"]))
+    sg = engine.edge("a", "b")[0].sg
+    pred = energy = 0.0
+    seen = 0
+    for _ in range(12):
+        before = sg.last_regression
+        engine.step()
+        if sg.last_regression is not None and sg.last_regression is not before:
+            g_hat, target = sg.last_regression
+            pred = 0.9 * pred + 0.1 * float(g_hat.pow(2).sum()) / g_hat.shape[0]
+            energy = 0.9 * energy + 0.1 * float(target.pow(2).sum()) / target.shape[0]
+            seen += 1
+    assert seen >= 10 and 0.0 < sg.sender_factor() < 1.0
+    assert sg.sender_factor() == pytest.approx(min((pred / energy) ** 0.5, 1.0), rel=1e-9)
 
 
 def hier(overrides: list[str]) -> Engine:
