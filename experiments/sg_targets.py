@@ -24,6 +24,7 @@ combinations (screened on Fashion-MNIST at 3 layers: can the r2-scaled sender st
   sender_r2_normalize      sender_r2 with sg.normalize (M's best fit of its targets: a larger r2, so larger steps)
   sender_r2_bn             sender_r2 with batch norm in M's hidden layers (the paper's M)
   sender_r2_bn_1024        sender_r2 with the paper's M for DNI: 2 x 1024 with batch norm
+  sender_r2_bn_lambda_0.5  sender_r2_bn with sg.target lambda, lam 0.5
   sender_r2_m_lr_1e-4      sender_r2 with M's Adam lr 1e-4 (M slower than the layers, as public Copy code)
   sender_snr               sg.sender_step snr (lr x RMS(g_hat) / RMS(target): Adam's step under the true gradient)
 
@@ -81,6 +82,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
                           "context": None},
     "sender_r2_m_lr_1e-4": {"kind": "dni", "sg": {**DNI_M, "sender_step": "r2",
                                                   "optimizer": {"kind": "adam", "lr": 1e-4}}, "context": None},
+    "sender_r2_bn_lambda_0.5": {"kind": "dni", "sg": {**DNI_M, "sender_step": "r2", "batchnorm": True,
+                                                      "target": "lambda", "lam": 0.5}, "context": None},
     "sender_snr": {"kind": "dni", "sg": {**DNI_M, "sender_step": "snr"}, "context": None},
     "cdni_r2": {"kind": "dni", "sg": {"hidden": 0, "sender_step": "r2"}, "context": "task.y"},
     "cdni_hidden1": {"kind": "dni", "sg": {"hidden": 1, "width": 256}, "context": "task.y"},
