@@ -53,8 +53,9 @@ class Agent:
         self.recurrent = bool(getattr(body, "recurrent", False))
         # one param group per part (body, then each head: its key in group["part"]), so that a part can step
         # with its own lr factor (sg.sender_step r2 on a head only g_hat trains); same math as one group
-        groups = [{"params": list(m.parameters()), "part": part}
-                  for part, m in [("body", body), *heads.items()] if any(True for _ in m.parameters())]
+        groups = [{"params": ps, "part": part}
+                  for part, ps in [("body", list(body.parameters())),
+                                   *((k, list(h.parameters())) for k, h in heads.items())] if ps]
         self.optimizer = make_optimizer(spec.optimizer, groups) if groups else None
         self.inboxes: list[Inbox] = []  # sorted by source: this fixes the input concatenation order
         self.outboxes: list[Outbox] = []  # sorted by destination

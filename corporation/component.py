@@ -275,10 +275,8 @@ class Component:
             if optimizer is None:
                 continue
             factors = self._sender_factors(a, w) if self.sender_steps else {}
-            for group in optimizer.param_groups:  # sg.sender_step r2 / snr (lr set afresh at every update)
-                factor = factors.get("*", factors.get(group.get("part"), 1.0))
-                if factor != 1.0:
-                    group["lr"] *= factor
+            for group in optimizer.param_groups if factors else ():  # sg.sender_step (lr set afresh each update)
+                group["lr"] *= factors.get("*", factors.get(group.get("part"), 1.0))
             out.append(optimizer)
         return out
 
@@ -287,8 +285,8 @@ class Component:
         """sg.sender_step r2 / snr: which parts of a member step with lr times M's factor (in [0, 1]), by
         param-group part ('*': all of them). A member whose every gradient in this window is a g_hat (no task
         loss scored in the window: a pettingzoo ``direct`` action port scores none; no locked out-edge): all
-        its parameters, by the smallest factor of its r2 out-edges. Otherwise only the head toward each r2
-        out-edge's receiver (``heads.<dst>``), which nothing but that edge's g_hat trains."""
+        its parameters, by the smallest factor of its gated out-edges. Otherwise only the head toward each
+        gated out-edge's receiver (``heads.<dst>``), which nothing but that edge's g_hat trains."""
         factors = {head_key(o.dst): o.sg.sender_factor() for o in a.outboxes
                    if o.dni and getattr(o.sg, "params", None) is not None
                    and getattr(o.sg.params, "sender_step", "optimizer") != "optimizer"}

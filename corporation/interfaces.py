@@ -106,8 +106,8 @@ class SyntheticGradient(nn.Module):
         # sg.normalize: running mean of the squared target (EMA 0.99, bias-corrected by ``seen``)
         self.target_sq = torch.zeros((), device=device)
         self.seen = 0
-        self.fit = 0.0  # sg.sender_step r2 / snr: M's running fit (EMA 0.9, starts at 0): r2, or E|g_hat|^2
-        self.fit_energy = 0.0  # sg.sender_step snr: running E||target||^2 (EMA 0.9)
+        self.fit = 0.0  # sg.sender_step r2: running r2 of M against its targets (EMA 0.9, starts at 0)
+        self.g_hat_sq = self.target_energy = 0.0  # sg.sender_step snr: running E||g_hat||^2, E||target||^2
 
     def forward(self, h: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         out = self.net(h if context is None else torch.cat([h, context], dim=1))
@@ -175,8 +175,8 @@ class SyntheticGradient(nn.Module):
             if energy > 0.0:
                 self.fit = 0.9 * self.fit + 0.1 * (1.0 - float(loss.detach()) / energy)
         elif p.sender_step == "snr":
-            self.fit = 0.9 * self.fit + 0.1 * float(g_hat.detach().pow(2).sum()) / h.shape[0]
-            self.fit_energy = 0.9 * self.fit_energy + 0.1 * float(target.pow(2).sum()) / h.shape[0]
+            self.g_hat_sq = 0.9 * self.g_hat_sq + 0.1 * float(g_hat.detach().pow(2).sum()) / h.shape[0]
+            self.target_energy = 0.9 * self.target_energy + 0.1 * float(target.pow(2).sum()) / h.shape[0]
         if p.clip_error is not None:  # cap each example's error: the update of a robust regression
             error = target - g_hat.detach()
             norm = error.norm(dim=1, keepdim=True).clamp_min(1e-12)
@@ -194,7 +194,7 @@ class SyntheticGradient(nn.Module):
         if self.params.sender_step == "r2":
             return min(max(self.fit, 0.0), 1.0)
         if self.params.sender_step == "snr":
-            return min((self.fit / self.fit_energy) ** 0.5, 1.0) if self.fit_energy > 0.0 else 0.0
+            return min((self.g_hat_sq / self.target_energy) ** 0.5, 1.0) if self.target_energy > 0.0 else 0.0
         return 1.0
 
     def stepped(self) -> None:
