@@ -400,7 +400,10 @@ class AuxHead(nn.Module):
     The regression ``aux_weight * mean_i ||A(h_i) - M(s_end)||^2`` (summed over units,
     batch mean; the target is M's raw per-example output, detached) is an auxiliary loss only: it trains A
     and this agent's recurrent body, its value is never used, and its gradient never reaches the
-    window-start state, so the state M's target stays exactly the bootstrapped one. See docs/rnn.md."""
+    window-start state, so the state M's target stays exactly the bootstrapped one. With
+    ``state.aux_normalize`` the target is divided by its running RMS (EMA 0.99 of its mean square,
+    bias-corrected) and the loss is averaged over units: about 1 - r2 whatever the scale of M's output,
+    which grows during training (on Copy the raw loss rose 6x in 100k ticks). See docs/rnn.md."""
 
     def __init__(self, body: nn.Module, spec: AgentSpec):
         super().__init__()
@@ -416,6 +419,9 @@ class AuxHead(nn.Module):
         self.optimizer = make_optimizer(spec.state.sg.optimizer or spec.optimizer, self.net.parameters())
         self.states: list[torch.Tensor] = []
         self.stats = Stats(device)
+        self.normalize = spec.state.aux_normalize
+        self.target_sq = torch.zeros((), device=device)  # aux_normalize: running mean square of the target
+        self.seen = 0
 
     def record(self, state: tuple[torch.Tensor, ...], start: bool) -> None:
         """Keep what A reads of this step (a sequence start forgets the old sequence's steps)."""
@@ -432,7 +438,13 @@ class AuxHead(nn.Module):
             target = torch.zeros_like(end_state) if sg is None else sg(end_state.detach(), None)
         states = torch.stack(self.states)  # (steps, B, S)
         pred = self.net(states)
-        loss = ((pred - target) ** 2).sum(dim=2).mean()
+        if self.normalize:
+            self.target_sq.mul_(0.99).add_(0.01 * target.pow(2).mean())
+            self.seen += 1
+            target = target / (self.target_sq / (1.0 - 0.99 ** self.seen)).sqrt().clamp_min(1e-12)
+            loss = ((pred - target) ** 2).mean()
+        else:
+            loss = ((pred - target) ** 2).sum(dim=2).mean()
         params = [p for p in body.parameters() if p.requires_grad]
         mine = list(self.net.parameters())
         grads = torch.autograd.grad(weight * loss, params + mine, retain_graph=True, allow_unused=True)

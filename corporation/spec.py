@@ -163,7 +163,9 @@ class StateSpec:
     reaches that boundary state in the next window (bootstrapped). ``zero_at_end``: no synthetic gradient
     (and a zero target) where a sequence ends. ``aux``: DNI + Aux (see docs/rnn.md); ``aux_input``: the
     Aux head predicts from the RNN's output h (default; the paper's "the RNN predicts") or from the whole
-    carried state (for an LSTM concat(h, c))."""
+    carried state (for an LSTM concat(h, c)). ``aux_normalize``: the Aux head regresses on M's output in
+    units of its running RMS, the loss averaged (not summed) over units, so ``aux_weight`` keeps one meaning
+    while the synthetic gradient's scale grows during training (see docs/rnn.md)."""
 
     kind: Literal["bptt", "dni"] = "bptt"
     sg: Any = field(default=None, metadata={"registry": SYNTHESIZERS, "default_kind": "mlp"})
@@ -171,6 +173,7 @@ class StateSpec:
     aux: bool = False
     aux_weight: float = 1.0
     aux_input: Literal["h", "state"] = "h"  # what the Aux head reads: the RNN output h, or the whole state
+    aux_normalize: bool = False  # Aux target in units of its running RMS, loss a mean over units
 
     def __post_init__(self) -> None:
         if self.sg is None:

@@ -33,6 +33,12 @@ VARIANTS = {
     "nstep_4": [f"{SG}.target=nstep", f"{SG}.horizon=4"],
     "lambda_0.5": [f"{SG}.target=lambda", f"{SG}.lam=0.5", f"{SG}.horizon=4"],
     "nstep_4_aux": [f"{SG}.target=nstep", f"{SG}.horizon=4", "agents.lstm.state.aux=true"],  # DNI + Aux
+    "nstep_4_aux_w0.01": [f"{SG}.target=nstep", f"{SG}.horizon=4", "agents.lstm.state.aux=true",
+                          "agents.lstm.state.aux_weight=0.01"],
+    "nstep_4_aux_norm": [f"{SG}.target=nstep", f"{SG}.horizon=4", "agents.lstm.state.aux=true",
+                         "agents.lstm.state.aux_normalize=true"],  # Aux target in units of its RMS
+    "nstep_4_aux_norm_w1": [f"{SG}.target=nstep", f"{SG}.horizon=4", "agents.lstm.state.aux=true",
+                            "agents.lstm.state.aux_normalize=true", "agents.lstm.state.aux_weight=1.0"],
     "exact_4": [f"{SG}.target=exact", f"{SG}.horizon=4"],  # a diagnosis: M on the true gradient (4 windows)
 }
 

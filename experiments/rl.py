@@ -29,6 +29,7 @@ RUNS = ROOT / "runs" / "rl"
 DOCS = ROOT / "docs" / "results"
 COMM = {"dni": [], "no_signal": ["interface.sg.scale=0"], "backprop": ["interface.kind=backprop"],
         "dni_no_context": ["interface.context=null"]}
+M_LR = "interface.sg.optimizer={kind: adam, lr: 1.0e-4}"
 EXPERIMENTS = {
     "cartpole": {"dni": [], "backprop": ["interface.kind=backprop"]},
     # oracle: the speaker->listener edge replaced by the goal colour itself (a perfect message, no speaker):
@@ -40,7 +41,11 @@ EXPERIMENTS = {
                          "dni_r2_lr1e-3": ["agents.speaker.optimizer.lr=1e-3", "interface.sg.sender_step=r2"],
                          "dni_r2": ["interface.sg.sender_step=r2"],
                          # snr: lr x |g_hat| / |target| (RMS ratio): Adam's step size under the noisy true gradient
-                         "dni_snr_lr1e-3": ["agents.speaker.optimizer.lr=1e-3", "interface.sg.sender_step=snr"]},
+                         "dni_snr_lr1e-3": ["agents.speaker.optimizer.lr=1e-3", "interface.sg.sender_step=snr"],
+                         # the same with M's lr kept at the shipped 1e-4 (M otherwise takes the speaker's settings,
+                         # so the lr1e-3 rows above also made M 10x faster, i.e. noisier)
+                         "dni_lr1e-3_m1e-4": ["agents.speaker.optimizer.lr=1e-3", M_LR],
+                         "dni_snr_lr1e-3_m1e-4": ["agents.speaker.optimizer.lr=1e-3", M_LR, "interface.sg.sender_step=snr"]},
     "relay": COMM,
 }
 # relay_v0 (corporation/envs/toy.py): the listener must name the speaker's goal, one of 5, and hears it only
