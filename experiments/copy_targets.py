@@ -32,7 +32,9 @@ VARIANTS = {
     "nstep_2": [f"{SG}.target=nstep", f"{SG}.horizon=2"],
     "nstep_4": [f"{SG}.target=nstep", f"{SG}.horizon=4"],
     "lambda_0.5": [f"{SG}.target=lambda", f"{SG}.lam=0.5", f"{SG}.horizon=4"],
-    "nstep_4_aux": [f"{SG}.target=nstep", f"{SG}.horizon=4", "agents.lstm.state.aux=true"],  # DNI + Aux
+    # DNI + Aux with the raw target (the first version; copy.yaml now normalises it)
+    "nstep_4_aux": [f"{SG}.target=nstep", f"{SG}.horizon=4", "agents.lstm.state.aux=true",
+                    "agents.lstm.state.aux_normalize=false"],
     "nstep_4_aux_w0.01": [f"{SG}.target=nstep", f"{SG}.horizon=4", "agents.lstm.state.aux=true",
                           "agents.lstm.state.aux_weight=0.01"],
     "nstep_4_aux_norm": [f"{SG}.target=nstep", f"{SG}.horizon=4", "agents.lstm.state.aux=true",
