@@ -27,7 +27,7 @@ SG = "agents.lstm.state.sg"
 METRIC = {"copy": "test/max_solved_length", "repeat_copy": "test/max_solved_length", "char_lm": "test/bpc"}
 VARIANTS = {
     "bptt": ["agents.lstm.state.kind=bptt"],
-    "dni": [],  # the shipped bootstrapped target (gamma 1)
+    "dni": [f"{SG}.target=bootstrap"],  # the one-step bootstrapped target (gamma 1): the scenarios' default before nstep
     "gamma_0.5": [f"{SG}.gamma=0.5"],
     "nstep_2": [f"{SG}.target=nstep", f"{SG}.horizon=2"],
     "nstep_4": [f"{SG}.target=nstep", f"{SG}.horizon=4"],
