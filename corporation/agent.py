@@ -403,7 +403,9 @@ class AuxHead(nn.Module):
     window-start state, so the state M's target stays exactly the bootstrapped one. With
     ``state.aux_normalize`` the target is divided by its running RMS (EMA 0.99 of its mean square,
     bias-corrected) and the loss is averaged over units: about 1 - r2 whatever the scale of M's output,
-    which grows during training (on Copy the raw loss rose 6x in 100k ticks). See docs/rnn.md."""
+    which grows during training (on Copy the raw loss rose 6x in 100k ticks). The logged ``aux/loss`` is
+    always the per-example squared error summed over units (of the normalised target, if so), so that
+    ``aux/r2`` holds. See docs/rnn.md."""
 
     def __init__(self, body: nn.Module, spec: AgentSpec):
         super().__init__()
@@ -442,9 +444,8 @@ class AuxHead(nn.Module):
             self.target_sq.mul_(0.99).add_(0.01 * target.pow(2).mean())
             self.seen += 1
             target = target / (self.target_sq / (1.0 - 0.99 ** self.seen)).sqrt().clamp_min(1e-12)
-            loss = ((pred - target) ** 2).mean()
-        else:
-            loss = ((pred - target) ** 2).sum(dim=2).mean()
+        error = ((pred - target) ** 2).sum(dim=2).mean()  # per-example squared error, as Stats' r2 needs
+        loss = error / target.shape[-1] if self.normalize else error
         params = [p for p in body.parameters() if p.requires_grad]
         mine = list(self.net.parameters())
         grads = torch.autograd.grad(weight * loss, params + mine, retain_graph=True, allow_unused=True)
@@ -453,4 +454,4 @@ class AuxHead(nn.Module):
                 p.grad = g if p.grad is None else p.grad + g
         self.optimizer.step()
         clear_grads(self.optimizer)
-        self.stats.add(loss.detach(), pred[-1].detach(), target, 0)
+        self.stats.add(error.detach(), pred[-1].detach(), target, 0)

@@ -258,9 +258,9 @@ def test_seeded_short_copy_run_dni_beats_bptt_at_T2() -> None:
 
 @pytest.mark.parametrize("normalize", [False, True])
 def test_aux_normalize_regresses_in_units_of_the_targets_rms(normalize: bool) -> None:
-    """state.aux_normalize: the Aux loss is mean((A(h) - t / RMS(t))^2) over units, so scaling M's output by
-    1000 leaves it unchanged; without it the loss is summed over units and grows 10^6-fold. By hand on the
-    first fit (RMS of one target = its own RMS; A is zero-initialised, so the loss is the target's energy)."""
+    """state.aux_normalize: the Aux head regresses on t / RMS(t), so scaling M's output by 1000 leaves its
+    loss unchanged; without it the loss grows 10^6-fold. By hand on the first fit (RMS of one target = its
+    own RMS; A is zero-initialised, so the loss is the target's energy: 8 units x 1 when normalised)."""
     losses = []
     for k in (1.0, 1000.0):
         engine = Engine(from_dict(seq_raw(model={"kind": "lstm", "hidden": 4},
@@ -270,7 +270,9 @@ def test_aux_normalize_regresses_in_units_of_the_targets_rms(normalize: bool) ->
         t = k * torch.arange(24, dtype=torch.float32).reshape(3, 8) / 10.0
         agent.aux.record((h.requires_grad_(), c), start=True)
         agent.aux.fit(lambda s, _, t=t: t, torch.zeros(3, 8), agent.body, 1.0, tick=1)
-        losses.append(agent.aux.stats.read("aux")["aux/loss"])
-        expected = 1.0 if normalize else float(t.pow(2).sum(dim=1).mean())
+        logged = agent.aux.stats.read("aux")
+        losses.append(logged["aux/loss"])  # logged summed over units either way (8 units), so r2 holds
+        expected = 8.0 if normalize else float(t.pow(2).sum(dim=1).mean())
         assert losses[-1] == pytest.approx(expected, rel=1e-5)
+        assert logged["aux/r2"] == pytest.approx(0.0, abs=1e-6)  # a zero prediction explains nothing
     assert (losses[1] == pytest.approx(losses[0])) if normalize else losses[1] == pytest.approx(1e6 * losses[0])
