@@ -64,6 +64,9 @@ VARIANTS = {
     "dni_r2": ["interface.sg.normalize=true", "interface.sg.sender_step=r2"],
     "dni_r2_wd": ["interface.sg.normalize=true", "interface.sg.sender_step=r2",
                   "agents.A.optimizer.weight_decay=1.0e-4"],
+    # round 4: A every T ticks at lr / T: per B update A moves about as far as with unroll T² (one step at lr)
+    "dni_norm_wd_lr_over_T": lambda T: ["interface.sg.normalize=true", "agents.A.optimizer.weight_decay=1.0e-4",
+                                        f"agents.A.optimizer.lr={3.0e-3 / T}"],
 }
 FINAL_EVALS = 3  # "final" accuracy = mean of the last 3 evaluations (one evaluation is noisy)
 A_LEVEL = 0.9  # "A learned": the tick of the first evaluation with test/A/accuracy >= 0.9
