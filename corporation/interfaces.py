@@ -118,7 +118,7 @@ class SyntheticGradient(nn.Module):
         ``normalize`` is on, so the net itself predicts targets of size O(1) whatever their scale."""
         if not self.seen:
             return torch.ones_like(self.target_sq)
-        return (self.target_sq / (1.0 - 0.99 ** self.seen)).sqrt().clamp_min(1e-12)
+        return debiased_rms(self.target_sq, self.seen)
 
     def __getstate__(self) -> dict:
         """For checkpoints: a record's g_hat graph cannot be saved, so it is dropped and recomputed on
@@ -249,6 +249,12 @@ class SyntheticInput(nn.Module):
         loss.backward()
         self.optimizer.step()
         self.stats.add(loss.detach(), h_hat.detach(), h, age)
+
+
+def debiased_rms(mean_sq: torch.Tensor, seen: int) -> torch.Tensor:
+    """The RMS from an EMA (decay 0.99, started at 0) of a mean square after ``seen`` updates, with the
+    EMA's start-up bias removed (as Adam's); floored at 1e-12 so dividing by it is safe. 0-d tensor."""
+    return (mean_sq / (1.0 - 0.99 ** seen)).sqrt().clamp_min(1e-12)
 
 
 class Stats:
