@@ -1,12 +1,14 @@
 """Record (or check) the golden metrics: every shipped scenario at a short budget, one ``<name>.jsonl`` each.
 
 The files were recorded from main before the seams redesign (commit 17bd702); ``tests/test_golden.py``
-checks that the engine still logs them byte for byte, with one named exception: the diagnostic regression
-statistics ``sg/*/cosine`` and ``sg/*/r2`` (and ``si/*``) are computed with BLAS dot products since the
-speed work of issue 12 (only the order of floating-point operations changed; they never feed back into
-training), so they are compared to a tolerance of 1e-5 (relative or absolute); and the order of the keys
-within a line is not compared (since the actor-critic moved to the acting agent's side, its loss terms
-are logged after the task's metrics rather than among them). Three shipped defaults changed by measurement in
+checks that the engine still logs them. Counters (updates, skips, idle ticks, staleness, examples, episodes)
+must match exactly and every other value to a relative tolerance of 1e-2 (absolute 1e-4 near zero): the
+files were recorded on one CPU, and another CPU's kernels (MKL takes other code paths on AMD than on Intel,
+AVX-512 or not) round differently; a few hundred ticks of training amplify that to about 1e-3 (measured on
+an AMD EPYC with AVX-512: ff_digits' test/loss 0.10942 vs 0.10928), while a change of behaviour (a default,
+an update order, a target) moves them by far more (tests/test_golden.py checks that such a change is
+caught). The order of the keys within a line is not compared (since the actor-critic moved to the acting
+agent's side, its loss terms are logged after the task's metrics rather than among them). Three shipped defaults changed by measurement in
 issue 14 (hier_rnn's ``interface.sg.normalize: true``, copy's and repeat_copy's state M target ``nstep`` with horizon 4,
 mnist_fcn's cDNI target ``lambda`` with lam 0.5); their
 cases set the old values back, so the files still pin the engine. Re-record only for a named bug fix:
@@ -50,12 +52,14 @@ def _clean(v):
     return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
-REORDERED = ("/cosine", "/r2")  # sg/... and si/... statistics: equal to float tolerance (see above)
+RTOL, ATOL = 1e-2, 1e-4  # values computed by float kernels: equal to this tolerance across CPUs (module doc)
+EXACT = ("tick", "/updates", "/skipped", "/idle", "/synthetic_inputs", "/staleness", "/staleness_max", "/examples",
+         "/episodes", "/env_steps", "/chars", "/dropped_transitions")  # counters: the schedule, on any CPU
 
 
 def differs(want: str, got: str) -> str | None:
-    """None when two metrics lines match (byte for byte, except the reordered statistics within
-    tolerance), else the first key that differs."""
+    """None when two metrics lines match (counters exactly, other numbers to RTOL / ATOL), else the first key
+    that differs."""
     if want == got:
         return None
     a, b = json.loads(want), json.loads(got)
@@ -65,19 +69,20 @@ def differs(want: str, got: str) -> str | None:
         y = b[k]
         if x == y:
             continue
-        reordered = k.startswith(("sg/", "si/")) and k.endswith(REORDERED)
-        if not (reordered and isinstance(x, float) and isinstance(y, float)
-                and math.isclose(x, y, rel_tol=1e-5, abs_tol=1e-5)):
+        if k.endswith(EXACT) or not (isinstance(x, float) and isinstance(y, float)):
+            return k
+        if not math.isclose(x, y, rel_tol=RTOL, abs_tol=ATOL):
             return k
     return None
 
 
-def record(name: str) -> list[str]:
-    """The metrics.jsonl lines of scenario ``name`` at its golden budget (as the runner writes them)."""
+def record(name: str, extra: tuple[str, ...] = ()) -> list[str]:
+    """The metrics.jsonl lines of scenario ``name`` at its golden budget (as the runner writes them), with
+    ``extra`` overrides after the case's own."""
     from corporation import Engine, load
 
     torch.set_num_threads(1)
-    engine = Engine(load(ROOT / "scenarios" / f"{name}.yaml", [*COMMON, *CASES[name]]))
+    engine = Engine(load(ROOT / "scenarios" / f"{name}.yaml", [*COMMON, *CASES[name], *extra]))
     lines: list[str] = []
     engine.run(on_log=lambda r: lines.append(json.dumps({k: _clean(v) for k, v in r.items()})))
     return lines
@@ -97,7 +102,7 @@ def main() -> int:
             keys = [differs(a, b) for a, b in zip(want, lines)]
             same = len(want) == len(lines) and not any(keys)
             bad += not same
-            print(f"{name}: {'identical' if same else 'DIFFERS'} ({len(lines)} lines)")
+            print(f"{name}: {'same' if same else 'DIFFERS'} ({len(lines)} lines)")
             for a, b, k in zip(want, lines, keys):
                 if k is not None:
                     print(f"  key {k}\n  golden:", a[:300], "\n  now:   ", b[:300])
