@@ -231,7 +231,7 @@ class Agent:
             if outbox.dni:
                 c = outbox.spec.interface.context
                 ctx = self.port_contexts[c[len(TASK_PREFIX):]].get(batch_id) if c is not None else None
-                component.add_pair(self.name, h, outbox.g_hat(batch_id, h, ctx, tick),
+                component.add_pair(self.name, h, outbox.g_hat(batch_id, h, ctx, tick, start, reset),
                                    f"edge {self.name} -> {outbox.dst}")
         for inbox in self.inboxes:
             inbox.advance(batch_id)

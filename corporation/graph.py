@@ -9,6 +9,7 @@ and a note in ``unchecked``. Pure: no files, no tensors.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import networkx as nx
 
@@ -49,6 +50,12 @@ class Graph:
         if is_port(context):
             return self.ports[context[len(TASK_PREFIX):]].context_size
         return self.out_size[context] if receiver is None else self.msg_size[(context, receiver)]
+
+    def sg_context_size(self, src: str, dst: str, interface: Any) -> int:
+        """What M on edge ``src -> dst`` reads beside the message: its context and ``sg.history`` past
+        messages of the edge."""
+        c = self.context_size(interface.context) if interface.context else 0
+        return c + getattr(interface.sg, "history", 0) * self.msg_size[(src, dst)]
 
     def component_of(self, agent: str) -> list[str]:
         return next(c for c in self.components if agent in c)

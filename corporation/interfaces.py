@@ -24,6 +24,8 @@ from .registry import SYNTHESIZERS
 from .schema import positive, within
 from .spec import OptimizerSpec, SyntheticInputSpec
 
+MAX_HISTORY = 64  # sg.history: past messages of an edge in M's input
+
 
 @dataclass
 class MLPSynthesizerParams:
@@ -44,7 +46,12 @@ class MLPSynthesizerParams:
     ``snr``: sqrt(running E||g_hat||^2 / running E||target||^2), clamped to 1. For an M that predicts the
     conditional mean mu of a target with noise sigma this is |mu| / sqrt(mu^2 + sigma^2): Adam's step
     under the true, noisy gradient (backprop) is about lr times that, so the g_hat-driven sender steps as
-    the backprop one would."""
+    the backprop one would.
+
+    ``history``: M's input also holds the last ``history`` messages the sender posted on this edge before h
+    (most recent first; zeros before the first one, at a sequence start and in rows whose episode restarted).
+    A recurrent receiver's gradient for h depends on what it read before h, which M cannot see in h and c
+    alone; the sender keeps its own messages, so nothing more crosses the edge (corporation/outbox.py)."""
 
     kind: str = "mlp"
     hidden: int = 0
@@ -61,6 +68,7 @@ class MLPSynthesizerParams:
     normalize: bool = False
     clip_error: float | None = None
     sender_step: Literal["optimizer", "r2", "snr"] = "optimizer"
+    history: int = 0
 
     def check(self, path: str) -> None:
         positive(self.hidden, path, "hidden", allow_zero=True)
@@ -73,6 +81,7 @@ class MLPSynthesizerParams:
                 raise ScenarioError(f"must be within [0, 1], got {getattr(self, key)}", f"{path}.{key}")
         within(self.horizon, 1, 64, path, "horizon", "windows of an n-step / lambda / exact target")
         positive(self.clip_error, path, "clip_error")
+        within(self.history, 0, MAX_HISTORY, path, "history", "past messages M sees beside h")
 
 
 def regression_net(in_size: int, out_size: int, hidden: int, width: int, batchnorm: bool,

@@ -137,7 +137,7 @@ def _all_layers(scenario: Scenario, graph: Graph) -> list[tuple[str, int, int]]:
             continue
         h = graph.msg_size[(e.src, e.dst)]
         if iface.kind == "dni":
-            c = graph.context_size(iface.context) if iface.context else 0
+            c = graph.sg_context_size(e.src, e.dst, iface)
             layers += [(f"edges.{i}.interface.sg", a, b) for a, b in _regression_layers(iface.sg, h + c, h)]
         si = iface.synthetic_input
         if si is not None:

@@ -41,6 +41,8 @@ class Outbox:
         self.device: torch.device | None = None  # the receiver's device (messages move there)
         self.targets: list[tuple[GradientMessage, int]] = []  # received this tick, not yet trained on
         self.relay: Callable[[str, GradientMessage, int], None] | None = None  # the sender's chained targets
+        self.history = getattr(spec.interface.sg, "history", 0) if self.dni else 0
+        self.past: list[torch.Tensor] = []  # sg.history: the last messages posted here, most recent first
 
     def set_relay(self, relay: Callable[[str, GradientMessage, int], None]) -> None:
         """Also hand every target to ``relay(channel, target, tick)``: the sender's component builds its own
@@ -88,9 +90,25 @@ class Outbox:
             msg = Message(msg.batch_id, msg.h.to(self.device), msg.sent, msg.start, msg.end, msg.reset, msg.window)
         self.transport.post("message", self.channel, msg, tick + self.spec.latency)
 
-    def g_hat(self, batch_id: int, h: torch.Tensor, context: torch.Tensor | None, tick: int) -> torch.Tensor:
-        """The gradient to apply to message ``h`` now (M's prediction, recorded for its later target)."""
+    def g_hat(self, batch_id: int, h: torch.Tensor, context: torch.Tensor | None, tick: int,
+              start: bool = False, reset: torch.Tensor | None = None) -> torch.Tensor:
+        """The gradient to apply to message ``h`` (B, n) now (M's prediction, recorded for its later target).
+        With ``sg.history`` K, M's context (B, c) gains the edge's K previous messages (B, K n): ``start`` (a new
+        sequence) clears them, ``reset`` (B,) bool clears the rows whose episode restarted; then h joins them."""
+        if self.history:
+            context = self._with_past(h.detach(), context, start, reset)
         return self.sg.predict(batch_id, h, context, tick)
+
+    def _with_past(self, h: torch.Tensor, context: torch.Tensor | None, start: bool,
+                   reset: torch.Tensor | None) -> torch.Tensor:
+        if start or not self.past or self.past[0].shape != h.shape:
+            self.past = [torch.zeros_like(h)] * self.history
+        elif reset is not None:
+            keep = (~reset.to(h.device)).to(h.dtype).unsqueeze(1)
+            self.past = [p * keep for p in self.past]
+        full = torch.cat(([] if context is None else [context]) + self.past, dim=1)
+        self.past = [h, *self.past[:-1]]
+        return full
 
     def on_target(self, grad: GradientMessage, tick: int) -> None:
         """A target for one of this edge's messages came back at ``tick``: one regression step of M."""

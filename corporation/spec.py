@@ -138,6 +138,9 @@ class InterfaceSpec:
         if self.kind == "bp_lambda" and self.synthetic_input is not None:
             raise ScenarioError("a synthetic input needs kind: dni (bp_lambda is locked in time)",
                                 f"{path}.synthetic_input")
+        if self.kind == "bp_lambda" and getattr(self.sg, "history", 0):
+            raise ScenarioError("sg.history needs kind: dni (bp_lambda's M sees the message alone)",
+                                f"{path}.sg.history")
         if getattr(self.sg, "target", None) == "nstep":
             raise ScenarioError("'nstep' applies to a recurrent state M (agents.<name>.state.sg); on an edge use "
                                 "target: lambda (lam: 1 follows the whole chain) or bootstrap", f"{path}.sg.target")
@@ -186,6 +189,9 @@ class StateSpec:
         if getattr(self.sg, "kind", "mlp") in ("dfa", "fa"):
             raise ScenarioError(f"a state M cannot be kind: {self.sg.kind} (fixed random feedback is for edges); "
                                 "use mlp", f"{path}.sg.kind")
+        if getattr(self.sg, "history", 0):
+            raise ScenarioError("sg.history is for an edge's M (the messages it carried); a state M sees the "
+                                "state alone: remove it", f"{path}.sg.history")
 
 
 @dataclass

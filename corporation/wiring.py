@@ -103,7 +103,7 @@ def wire(scenario: Scenario, graph: Graph, agents: dict[str, Agent], transport: 
         if iface is None or iface.kind != "dni":
             continue
         sender, receiver = agents[e.src], agents[e.dst]
-        ctx = g.context_size(iface.context) if iface.context else 0
+        ctx = g.sg_context_size(e.src, e.dst, iface)
         factory = SYNTHESIZERS.get(iface.sg.kind).factory
         sgs[(e.src, e.dst)] = factory(iface.sg, g.msg_size[(e.src, e.dst)], ctx, sender.generator,
                                       sender.device, sender.spec.optimizer)

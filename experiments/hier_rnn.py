@@ -11,7 +11,7 @@ background load) and the summary table and plot are written. Single-threaded run
 Modes: ``dni`` (the scenario's default: cDNI on A -> B, A updates every T ticks), ``locked``
 (interface.kind=backprop: A and B are one locked component, updated every T² ticks), and T=4 ablations:
 ``dni_nocontext`` (M without B's label), ``dni_unrollT2`` (DNI, but A updates only every T² ticks).
-``VARIANTS``: issue 14's DNI variants from existing scenario options (``--modes NAME``; docs/results/hier_rnn_sg.md).
+``VARIANTS``: issue 14's DNI variants (``--modes NAME``; docs/results/hier_rnn_sg.md).
 """
 from __future__ import annotations
 
@@ -37,9 +37,13 @@ EVAL_EVERY = {2: 250, 4: 2500, 8: 10000}
 MODES = {"dni": [], "locked": ["interface.kind=backprop"]}
 ABLATIONS = {"dni_nocontext": ["interface.context=null"],
              "dni_unrollT2": lambda T: [f"agents.A.update.unroll={T * T}"]}
-# issue 14: DNI variants built only from existing scenario options (docs/results/hier_rnn_sg.md); run them with
-# --modes NAME ... (they are applied after the clock overrides, at any T)
-VARIANTS = {
+# issue 14: DNI variants (docs/results/hier_rnn_sg.md); run them with --modes NAME ... (applied after the clock
+# overrides, at any T). Rounds 1-4 were measured before the file's M read A's past messages (sg.history) and
+# gated A's message head (sg.sender_step r2); they keep that older base (normalize off, as it then was), so each
+# reproduces its table; "dni_normalize" is the file of sections 2-6 (its default then).
+OLD_BASE = ["interface.sg.normalize=false", "interface.sg.history=0", "interface.sg.sender_step=optimizer"]
+OLD_VARIANTS = {
+    "dni_plain": [],
     "dni_normalize": ["interface.sg.normalize=true"],
     "dni_clip_error": ["interface.sg.clip_error=0.02"],
     "dni_clip": ["interface.sg.clip=0.05"],
@@ -68,6 +72,23 @@ VARIANTS = {
     "dni_norm_wd_lr_over_T": lambda T: ["interface.sg.normalize=true", "agents.A.optimizer.weight_decay=1.0e-4",
                                         f"agents.A.optimizer.lr={3.0e-3 / T}"],
 }
+# round 5 (the file now: history T - 1, sender_step r2, normalize): what each part does, and what is left
+NEW_VARIANTS = {
+    "dni_hist_only": ["interface.sg.sender_step=optimizer"],  # history without the r2 gate
+    "dni_r2_only": ["interface.sg.history=0"],  # the gate without history (= round 3's dni_r2)
+    "dni_hist2T": lambda T: [f"interface.sg.history={2 * T - 1}"],  # a longer history than B's window
+    "dni_hist_wd": ["agents.A.optimizer.weight_decay=1.0e-4"],
+    "locked_wd": ["interface.kind=backprop", "agents.A.optimizer.weight_decay=1.0e-4"],
+}
+
+
+def _old(extra: Any) -> Any:
+    if callable(extra):
+        return lambda T: OLD_BASE + extra(T)
+    return OLD_BASE + extra
+
+
+VARIANTS = {**{name: _old(v) for name, v in OLD_VARIANTS.items()}, **NEW_VARIANTS}
 FINAL_EVALS = 3  # "final" accuracy = mean of the last 3 evaluations (one evaluation is noisy)
 A_LEVEL = 0.9  # "A learned": the tick of the first evaluation with test/A/accuracy >= 0.9
 
@@ -75,7 +96,7 @@ A_LEVEL = 0.9  # "A learned": the tick of the first evaluation with test/A/accur
 def clock_overrides(T: int) -> list[str]:
     """The --set flags that make scenarios/hier_rnn.yaml a system with window T."""
     return [f"task.T={T}", f"agents.A.update.unroll={T}", f"agents.B.clock.period={T}",
-            f"agents.B.clock.phase={T - 1}", f"agents.B.update.unroll={T}"]
+            f"agents.B.clock.phase={T - 1}", f"agents.B.update.unroll={T}", f"interface.sg.history={T - 1}"]
 
 
 def mode_overrides(mode: str, T: int) -> list[str]:
