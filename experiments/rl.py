@@ -30,22 +30,33 @@ DOCS = ROOT / "docs" / "results"
 COMM = {"dni": [], "no_signal": ["interface.sg.scale=0"], "backprop": ["interface.kind=backprop"],
         "dni_no_context": ["interface.context=null"]}
 M_LR = "interface.sg.optimizer={kind: adam, lr: 1.0e-4}"
+PLAIN = ["interface.sg.normalize=false"]  # M regresses on the raw targets (the speaker_listener file before issue 14)
 EXPERIMENTS = {
     "cartpole": {"dni": [], "backprop": ["interface.kind=backprop"]},
     # oracle: the speaker->listener edge replaced by the goal colour itself (a perfect message, no speaker):
     # the ceiling of the listener's A2C at this budget.
     "speaker_listener": {**COMM, "oracle": ["edges.2={src: task.speaker_0_obs, dst: listener}"],
-                         # issue 14: the speaker at backprop's first lr, 1e-3, where plain DNI failed; sender_step
-                         # r2 scales a g_hat-only sender's lr by clamp(M's running r2, 0, 1)
-                         **{f"{v}_lr1e-3": [*COMM[v], "agents.speaker.optimizer.lr=1e-3"] for v in ("dni", "backprop")},
-                         "dni_r2_lr1e-3": ["agents.speaker.optimizer.lr=1e-3", "interface.sg.sender_step=r2"],
-                         "dni_r2": ["interface.sg.sender_step=r2"],
-                         # snr: lr x |g_hat| / |target| (RMS ratio): Adam's step size under the noisy true gradient
-                         "dni_snr_lr1e-3": ["agents.speaker.optimizer.lr=1e-3", "interface.sg.sender_step=snr"],
-                         # the same with M's lr kept at the shipped 1e-4 (M otherwise takes the speaker's settings,
-                         # so the lr1e-3 rows above also made M 10x faster, i.e. noisier)
-                         "dni_lr1e-3_m1e-4": ["agents.speaker.optimizer.lr=1e-3", M_LR],
-                         "dni_snr_lr1e-3_m1e-4": ["agents.speaker.optimizer.lr=1e-3", M_LR, "interface.sg.sender_step=snr"]},
+                         # issue 14. The file's speaker: Adam 1e-3 (backprop's lr) with M regressing in units of
+                         # its targets' running RMS (sg.normalize: M's own Adam steps no longer dwarf targets of
+                         # size ~3e-3). Each variant below names every setting it depends on, so it means the
+                         # same under the file before that change (speaker lr 1e-4, normalize off) and after.
+                         "dni_norm_lr1e-3": ["agents.speaker.optimizer.lr=1e-3", "interface.sg.normalize=true"],
+                         "backprop_lr1e-3": ["interface.kind=backprop", "agents.speaker.optimizer.lr=1e-3"],
+                         # the file before: both speakers at 1e-4 (plain DNI needed it)
+                         "dni_lr1e-4": [*PLAIN, "agents.speaker.optimizer.lr=1e-4"],
+                         "backprop_lr1e-4": ["interface.kind=backprop", "agents.speaker.optimizer.lr=1e-4"],
+                         "dni_norm_lr1e-4": ["agents.speaker.optimizer.lr=1e-4", "interface.sg.normalize=true"],
+                         # plain DNI at backprop's lr, and the step rules tried on it: r2 scales a g_hat-only
+                         # sender's lr by clamp(M's running r2, 0, 1), snr by RMS(g_hat) / RMS(target)
+                         "dni_lr1e-3": [*PLAIN, "agents.speaker.optimizer.lr=1e-3"],
+                         "dni_r2_lr1e-3": [*PLAIN, "agents.speaker.optimizer.lr=1e-3", "interface.sg.sender_step=r2"],
+                         "dni_r2": [*PLAIN, "agents.speaker.optimizer.lr=1e-4", "interface.sg.sender_step=r2"],
+                         "dni_snr_lr1e-3": [*PLAIN, "agents.speaker.optimizer.lr=1e-3", "interface.sg.sender_step=snr"],
+                         # the same with M's lr kept at 1e-4 (M otherwise takes the speaker's settings, so the
+                         # lr1e-3 rows above also made M 10x faster)
+                         "dni_lr1e-3_m1e-4": [*PLAIN, "agents.speaker.optimizer.lr=1e-3", M_LR],
+                         "dni_snr_lr1e-3_m1e-4": [*PLAIN, "agents.speaker.optimizer.lr=1e-3", M_LR,
+                                                  "interface.sg.sender_step=snr"]},
     "relay": COMM,
 }
 # relay_v0 (corporation/envs/toy.py): the listener must name the speaker's goal, one of 5, and hears it only
