@@ -41,7 +41,8 @@ ABLATIONS = {"dni_nocontext": ["interface.context=null"],
 # overrides, at any T). Rounds 1-4 were measured before the file's M read A's past messages (sg.history) and
 # gated A's message head (sg.sender_step r2); they keep that older base (normalize off, as it then was), so each
 # reproduces its table; "dni_normalize" is the file of sections 2-6 (its default then).
-OLD_BASE = ["interface.sg.normalize=false", "interface.sg.history=0", "interface.sg.sender_step=optimizer"]
+OLD_BASE = ["interface.sg.normalize=false", "interface.sg.history=0", "interface.sg.sender_step=optimizer",
+            "agents.A.optimizer.weight_decay=0"]
 OLD_VARIANTS = {
     "dni_plain": [],
     "dni_normalize": ["interface.sg.normalize=true"],
@@ -72,13 +73,18 @@ OLD_VARIANTS = {
     "dni_norm_wd_lr_over_T": lambda T: ["interface.sg.normalize=true", "agents.A.optimizer.weight_decay=1.0e-4",
                                         f"agents.A.optimizer.lr={3.0e-3 / T}"],
 }
-# round 5 (the file now: history T - 1, sender_step r2, normalize): what each part does, and what is left
+# round 5: history T - 1 and the r2 gate, measured before the file also gave A weight decay 1e-4 (so without it);
+# the file now is "dni" / "locked"
+NO_WD = ["agents.A.optimizer.weight_decay=0"]
 NEW_VARIANTS = {
-    "dni_hist_only": ["interface.sg.sender_step=optimizer"],  # history without the r2 gate
-    "dni_r2_only": ["interface.sg.history=0"],  # the gate without history (= round 3's dni_r2)
-    "dni_hist2T": lambda T: [f"interface.sg.history={2 * T - 1}"],  # a longer history than B's window
-    "dni_hist_wd": ["agents.A.optimizer.weight_decay=1.0e-4"],
-    "locked_wd": ["interface.kind=backprop", "agents.A.optimizer.weight_decay=1.0e-4"],
+    "dni_nowd": NO_WD,  # history + r2 gate + normalize
+    "locked_nowd": ["interface.kind=backprop", *NO_WD],
+    "dni_hist_only": [*NO_WD, "interface.sg.sender_step=optimizer"],  # history without the r2 gate
+    "dni_r2_only": [*NO_WD, "interface.sg.history=0"],  # the gate without history (= round 3's dni_r2)
+    "dni_hist2T": lambda T: [*NO_WD, f"interface.sg.history={2 * T - 1}"],  # a longer history than B's window
+    "dni_nocontext_nowd": [*NO_WD, "interface.context=null"],
+    "dni_unrollT2_nowd": lambda T: [*NO_WD, f"agents.A.update.unroll={T * T}"],
+    "dni_hist_only_wd": ["interface.sg.sender_step=optimizer"],  # the file without the gate
 }
 
 

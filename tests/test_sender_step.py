@@ -111,9 +111,10 @@ def test_snr_is_the_rms_of_g_hat_over_the_rms_of_its_targets() -> None:
 
 
 def hier(overrides: list[str]) -> Engine:
-    """hier_rnn with A's head stepping at its plain lr (the file ships r2), unless ``overrides`` say otherwise."""
+    """hier_rnn with A's head stepping at its plain lr (the file ships r2) and without A's weight decay (which
+    moves the head before any g_hat), unless ``overrides`` say otherwise."""
     return Engine(load(ROOT / "scenarios/hier_rnn.yaml", ["device=cpu", "interface.sg.sender_step=optimizer",
-                                                          *overrides]))
+                                                          "agents.A.optimizer.weight_decay=0", *overrides]))
 
 
 def parts(engine: Engine, agent: str, part: str) -> torch.Tensor:
