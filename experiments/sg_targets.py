@@ -26,6 +26,9 @@ combinations (screened on Fashion-MNIST at 3 layers: can the r2-scaled sender st
   sender_r2_bn_1024        sender_r2 with the paper's M for DNI: 2 x 1024 with batch norm
   sender_r2_bn_lambda_0.5  sender_r2_bn with sg.target lambda, lam 0.5
   sender_r2_bn_1024_lambda_0.5  sender_r2_bn_1024 with sg.target lambda, lam 0.5 (deeper Ms' targets reach the loss)
+  sender_r2_bn_1024_lr3x / _lr10x  sender_r2_bn_1024 with the hidden layers' Adam lr 3x / 10x (the output layer's
+                           stays): under the r2 gate (r2 ~0.07) they step at a few % of their lr
+  backprop_lr3x            backprop with the same 3x lr for the hidden layers (the control of _lr3x)
   sender_r2_m_lr_1e-4      sender_r2 with M's Adam lr 1e-4 (M slower than the layers, as public Copy code)
   sender_snr               sg.sender_step snr (lr x RMS(g_hat) / RMS(target): Adam's step under the true gradient)
 
@@ -62,6 +65,7 @@ DNI_M = {"hidden": 2, "width": 256}
 VARIANTS: dict[str, dict[str, Any]] = {
     "no_backprop": {"kind": "dni", "sg": {"hidden": 0, "scale": 0.0}, "context": None},
     "backprop": {"kind": "backprop"},
+    "backprop_lr3x": {"kind": "backprop"},
     "cdni": {"kind": "dni", "sg": {"hidden": 0}, "context": "task.y"},
     "dni": {"kind": "dni", "sg": dict(DNI_M), "context": None},
     "gamma_0.5": {"kind": "dni", "sg": {**DNI_M, "gamma": 0.5}, "context": None},
@@ -88,12 +92,17 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "sender_r2_bn_1024_lambda_0.5": {"kind": "dni", "sg": {"hidden": 2, "width": 1024, "sender_step": "r2",
                                                            "batchnorm": True, "target": "lambda", "lam": 0.5},
                                      "context": None},
+    "sender_r2_bn_1024_lr3x": {"kind": "dni", "sg": {"hidden": 2, "width": 1024, "sender_step": "r2",
+                                                     "batchnorm": True}, "context": None},
+    "sender_r2_bn_1024_lr10x": {"kind": "dni", "sg": {"hidden": 2, "width": 1024, "sender_step": "r2",
+                                                      "batchnorm": True}, "context": None},
     "sender_snr": {"kind": "dni", "sg": {**DNI_M, "sender_step": "snr"}, "context": None},
     "cdni_r2": {"kind": "dni", "sg": {"hidden": 0, "sender_step": "r2"}, "context": "task.y"},
     "cdni_hidden1": {"kind": "dni", "sg": {"hidden": 1, "width": 256}, "context": "task.y"},
     "cdni_clip_error_1": {"kind": "dni", "sg": {"hidden": 0, "clip_error": 1.0}, "context": "task.y"},
     "cdni_lambda_0.5": {"kind": "dni", "sg": {"hidden": 0, "target": "lambda", "lam": 0.5}, "context": "task.y"},
 }
+HIDDEN_LR = {"backprop_lr3x": 3e-3, "sender_r2_bn_1024_lr3x": 3e-3, "sender_r2_bn_1024_lr10x": 1e-2}  # variants that also change the layers
 
 
 def run_one(dataset: str, layers: int, variant: str, seed: int, ticks: int, tail: int = 1) -> dict[str, Any]:
@@ -105,6 +114,8 @@ def run_one(dataset: str, layers: int, variant: str, seed: int, ticks: int, tail
     """
     raw = scenario(dataset, layers, "dni", seed, ticks, 1e-3, DNI_M["hidden"], DNI_M["width"])
     raw["interface"] = VARIANTS[variant]
+    for name in list(raw["agents"])[:-1] if variant in HIDDEN_LR else []:
+        raw["agents"][name]["optimizer"] = {**raw["agents"][name]["optimizer"], "lr": HIDDEN_LR[variant]}
     raw["train"]["log_every"] = max(ticks // 10, 1)
     if tail > 1:
         raw["train"]["log_every"] = raw["train"]["eval_every"] = max(ticks // 12, 1)
