@@ -62,6 +62,7 @@ from feedforward import scenario
 from corporation import Engine, from_dict
 
 DNI_M = {"hidden": 2, "width": 256}
+PAPER_M_R2 = {"hidden": 2, "width": 1024, "batchnorm": True, "sender_step": "r2"}  # the paper's DNI M, the r2 step
 VARIANTS: dict[str, dict[str, Any]] = {
     "no_backprop": {"kind": "dni", "sg": {"hidden": 0, "scale": 0.0}, "context": None},
     "backprop": {"kind": "backprop"},
@@ -83,26 +84,23 @@ VARIANTS: dict[str, dict[str, Any]] = {
                              "context": None},
     "sender_r2_normalize": {"kind": "dni", "sg": {**DNI_M, "sender_step": "r2", "normalize": True}, "context": None},
     "sender_r2_bn": {"kind": "dni", "sg": {**DNI_M, "sender_step": "r2", "batchnorm": True}, "context": None},
-    "sender_r2_bn_1024": {"kind": "dni", "sg": {"hidden": 2, "width": 1024, "sender_step": "r2", "batchnorm": True},
-                          "context": None},
+    "sender_r2_bn_1024": {"kind": "dni", "sg": dict(PAPER_M_R2), "context": None},
     "sender_r2_m_lr_1e-4": {"kind": "dni", "sg": {**DNI_M, "sender_step": "r2",
                                                   "optimizer": {"kind": "adam", "lr": 1e-4}}, "context": None},
     "sender_r2_bn_lambda_0.5": {"kind": "dni", "sg": {**DNI_M, "sender_step": "r2", "batchnorm": True,
                                                       "target": "lambda", "lam": 0.5}, "context": None},
-    "sender_r2_bn_1024_lambda_0.5": {"kind": "dni", "sg": {"hidden": 2, "width": 1024, "sender_step": "r2",
-                                                           "batchnorm": True, "target": "lambda", "lam": 0.5},
+    "sender_r2_bn_1024_lambda_0.5": {"kind": "dni", "sg": {**PAPER_M_R2, "target": "lambda", "lam": 0.5},
                                      "context": None},
-    "sender_r2_bn_1024_lr3x": {"kind": "dni", "sg": {"hidden": 2, "width": 1024, "sender_step": "r2",
-                                                     "batchnorm": True}, "context": None},
-    "sender_r2_bn_1024_lr10x": {"kind": "dni", "sg": {"hidden": 2, "width": 1024, "sender_step": "r2",
-                                                      "batchnorm": True}, "context": None},
+    "sender_r2_bn_1024_lr3x": {"kind": "dni", "sg": dict(PAPER_M_R2), "context": None},
+    "sender_r2_bn_1024_lr10x": {"kind": "dni", "sg": dict(PAPER_M_R2), "context": None},
     "sender_snr": {"kind": "dni", "sg": {**DNI_M, "sender_step": "snr"}, "context": None},
     "cdni_r2": {"kind": "dni", "sg": {"hidden": 0, "sender_step": "r2"}, "context": "task.y"},
     "cdni_hidden1": {"kind": "dni", "sg": {"hidden": 1, "width": 256}, "context": "task.y"},
     "cdni_clip_error_1": {"kind": "dni", "sg": {"hidden": 0, "clip_error": 1.0}, "context": "task.y"},
     "cdni_lambda_0.5": {"kind": "dni", "sg": {"hidden": 0, "target": "lambda", "lam": 0.5}, "context": "task.y"},
 }
-HIDDEN_LR = {"backprop_lr3x": 3e-3, "sender_r2_bn_1024_lr3x": 3e-3, "sender_r2_bn_1024_lr10x": 1e-2}  # variants that also change the layers
+# variants that also change the hidden layers' Adam lr (the output layer keeps 1e-3)
+HIDDEN_LR = {"backprop_lr3x": 3e-3, "sender_r2_bn_1024_lr3x": 3e-3, "sender_r2_bn_1024_lr10x": 1e-2}
 
 
 def run_one(dataset: str, layers: int, variant: str, seed: int, ticks: int, tail: int = 1) -> dict[str, Any]:
@@ -116,9 +114,9 @@ def run_one(dataset: str, layers: int, variant: str, seed: int, ticks: int, tail
     raw["interface"] = VARIANTS[variant]
     for name in list(raw["agents"])[:-1] if variant in HIDDEN_LR else []:
         raw["agents"][name]["optimizer"] = {**raw["agents"][name]["optimizer"], "lr": HIDDEN_LR[variant]}
-    raw["train"]["log_every"] = max(ticks // 10, 1)
+    raw["train"]["log_every"] = max(ticks // 12, 1) if tail > 1 else max(ticks // 10, 1)
     if tail > 1:
-        raw["train"]["log_every"] = raw["train"]["eval_every"] = max(ticks // 12, 1)
+        raw["train"]["eval_every"] = raw["train"]["log_every"]
     errors: list[float] = []
     wall = time.perf_counter()
     last = Engine(from_dict(raw)).run(
