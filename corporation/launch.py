@@ -62,12 +62,20 @@ def _worker(rank: int, world: int, init_method: str, scenario: Scenario, placeme
         else:  # the same schedule as worker 0's, checkpoints included (collective; worker 0 writes them)
             engine.run(ticks=scenario.train.ticks - engine.tick)
         engine.transport.close(engine.tick)
-        # no worker tears its connections down while a peer still drains its own: without this, gloo's
-        # background threads of a worker that finished first were sometimes killed mid-use (SIGABRT,
-        # "terminate called without an active exception": about 1 in 25 two-worker test runs)
-        dist.barrier()
+        dist.barrier()  # no worker tears its connections down while a peer still drains its own
     finally:
         dist.destroy_process_group()
+
+
+def _spawned_worker(rank: int, *args: Any) -> None:
+    """``_worker`` in a process of :func:`launch`, which leaves without the interpreter's shutdown once its run is
+    complete: there, gloo's threads were sometimes destroyed still joinable (SIGABRT, "terminate called without
+    an active exception", after the last tick: a few % of two-worker test runs). A failing worker raises as
+    before; everything a complete run writes is closed by then."""
+    _worker(rank, *args)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def launch(scenario: Scenario, workers: int, lead: Any = None, threads: int = 1,
@@ -81,7 +89,7 @@ def launch(scenario: Scenario, workers: int, lead: Any = None, threads: int = 1,
     placement = plan(scenario, workers)
     init = f"tcp://127.0.0.1:{free_port()}"
     args = (workers, init, scenario, placement, threads, lead, timeout, follow, restore)
-    ctx = mp.start_processes(_worker, args=args,
+    ctx = mp.start_processes(_spawned_worker, args=args,
                              nprocs=workers, join=False, start_method="spawn")
     try:
         while not ctx.join(timeout=0.5):
